@@ -1,0 +1,120 @@
+"""PyTensor settings for dlmie, applied once, before PyTensor is first imported.
+
+`import dlmie` runs this module, so notebooks and scripts never configure PyTensor themselves.
+
+Why each setting:
+- ``mode=CVM``: PyTensor 3's default backend (Numba) takes minutes to compile a conv-net
+  gradient on a cold cache; the C virtual machine compiles it in seconds (needs g++).
+- ``floatX=float32``: the speed/precision trade-off every course network uses. Gradient checks
+  build float64 variables explicitly, and every dlmie layer keeps its input's dtype.
+- ``blas__ldflags``: every conv and affine layer is one GEMM, so GEMM must run in an optimized
+  BLAS. A system OpenBLAS is used where one is installed (``libopenblas-dev``); otherwise the
+  OpenBLAS build that NumPy and SciPy wheels ship, installed from PyPI as ``scipy-openblas32``.
+  Setting the flags ourselves also keeps PyTensor's "could not link to a BLAS" warning away.
+  ``DLMIE_BLAS=system`` or ``DLMIE_BLAS=wheel`` forces one of the two (the benchmarks compare them).
+- The compile cache is PyTensor's ``compiledir`` (``~/.pytensor`` by default), which persists
+  between runs; ``PYTENSOR_FLAGS=base_compiledir=DIR`` moves it.
+
+Anything the user sets in ``PYTENSOR_FLAGS`` wins over these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+
+# scipy-openblas prefixes its symbols with "scipy_"; PyTensor's C code calls the plain Fortran names.
+_BLAS_ROUTINES = ("gemm", "gemv", "ger", "dot", "axpy", "scal", "copy", "swap")
+_SYSTEM_LIB_DIRS = (
+    f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or ''}",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/opt/homebrew/opt/openblas/lib",
+)
+
+
+def _system_openblas_dir() -> Path | None:
+    """The folder holding a linkable system ``libopenblas.so`` (from libopenblas-dev), or None."""
+    for folder in _SYSTEM_LIB_DIRS:
+        for suffix in (".so", ".dylib"):
+            if (Path(folder) / f"libopenblas{suffix}").exists():
+                return Path(folder)
+    return None
+
+
+def blas_ldflags(choice: str = "auto") -> tuple[str, str]:
+    """Return ``(flags, description)`` for PyTensor's ``blas__ldflags``.
+
+    Inputs:
+    - choice: "auto" (system OpenBLAS if installed, else the wheel), "system" or "wheel".
+    Outputs:
+    - flags: compiler and linker flags (no commas, so they fit in PYTENSOR_FLAGS).
+    - description: one line naming the library, for ``dlmie.config.BLAS`` and the benchmarks.
+    """
+    if choice not in ("auto", "system", "wheel"):
+        raise ValueError(f"DLMIE_BLAS={choice!r}: use 'auto', 'system' or 'wheel'.")
+    system_dir = _system_openblas_dir() if choice in ("auto", "system") else None
+    if system_dir is not None:
+        flags = f"-L{system_dir} -lopenblas -Xlinker -rpath -Xlinker {system_dir}"
+        return flags, f"system OpenBLAS ({system_dir})"
+    if choice == "system":
+        raise RuntimeError(
+            "DLMIE_BLAS=system, but no libopenblas.so was found in "
+            f"{', '.join(_SYSTEM_LIB_DIRS)}. Install it (Debian/Ubuntu: apt install libopenblas-dev) "
+            "or unset DLMIE_BLAS."
+        )
+    import scipy_openblas32
+
+    lib_dir = scipy_openblas32.get_lib_dir()
+    renames = " ".join(
+        f"-D{p}{r}_=scipy_{p}{r}_" for p in "sd" for r in _BLAS_ROUTINES
+    )
+    flags = (
+        f"-L{lib_dir} -l{scipy_openblas32.get_library()} "
+        f"-Xlinker -rpath -Xlinker {lib_dir} {renames}"
+    )
+    return flags, f"OpenBLAS {scipy_openblas32.__version__} from the scipy-openblas32 wheel"
+
+
+def _pytensor_flags(blas_flags: str) -> str:
+    defaults = {
+        "mode": "CVM",
+        "floatX": "float32",
+        "blas__ldflags": f'"{blas_flags}"',
+    }
+    ours = ",".join(f"{k}={v}" for k, v in defaults.items())
+    user = os.environ.get("PYTENSOR_FLAGS", "")
+    # PyTensor reads the flags left to right and the last value of a key wins.
+    return f"{ours},{user}" if user else ours
+
+
+def _apply() -> str:
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        warnings.warn(
+            "g++ was not found: PyTensor will run without compiled C code, 10-100x slower. "
+            "Install a C++ compiler (Debian/Ubuntu: apt install g++; macOS: xcode-select --install).",
+            stacklevel=3,
+        )
+    blas_flags, description = blas_ldflags(os.environ.get("DLMIE_BLAS", "auto"))
+    if "pytensor" in sys.modules:
+        warnings.warn(
+            "pytensor was imported before dlmie; import dlmie first so that its settings "
+            "(C backend, float32, OpenBLAS) apply from the start. Applying them now.",
+            stacklevel=3,
+        )
+        import pytensor
+
+        pytensor.config.mode = "CVM"
+        pytensor.config.floatX = "float32"
+        pytensor.config.blas__ldflags = blas_flags
+    else:
+        os.environ["PYTENSOR_FLAGS"] = _pytensor_flags(blas_flags)
+    return description
+
+
+BLAS = _apply()

@@ -1,0 +1,273 @@
+"""Symbolic layers on PyTensor, cs231n style: one function per layer, shapes in every docstring.
+
+Every function takes PyTensor variables and returns PyTensor expressions; `pytensor.grad`
+gives the backward pass. Layers keep the dtype of their input, so the same code runs in
+float32 for training and in float64 for gradient checks.
+
+Image tensors are (N, C, H, W). Layers with running statistics (batch norm) return their
+output together with a list of `(shared_variable, new_value)` updates for `pytensor.function`.
+"""
+
+from __future__ import annotations
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor.tensor as pt
+from pytensor.tensor.random.utils import RandomStream
+
+
+def affine(x, w, b):
+    """Fully connected layer.
+
+    Inputs:
+    - x: (N, d_1, ..., d_k), flattened to (N, D) with D = d_1 * ... * d_k
+    - w: (D, M) weights
+    - b: (M,) biases
+    Returns:
+    - out: (N, M) = x.reshape(N, D) @ w + b
+    """
+    return pt.dot(x.flatten(2), w) + b
+
+
+def relu(x):
+    """Rectified linear unit, elementwise max(x, 0); any shape in, same shape out."""
+    return pt.maximum(x, 0)
+
+
+def _pad_spatial(x, pad, value=0.0):
+    """Pad the last two axes of a 4-D tensor by `pad` on each side with `value`."""
+    if pad == 0:
+        return x
+    # Not pt.pad: under floatX=float32 it rounds float64 input through float32 (PyTensor 3.0.7).
+    a, b, h, w = x.shape
+    canvas = pt.alloc(pt.constant(value, dtype=x.dtype), a, b, h + 2 * pad, w + 2 * pad)
+    return pt.set_subtensor(canvas[:, :, pad : pad + h, pad : pad + w], x)
+
+
+def _output_size(size, window, stride, pad):
+    return (size + 2 * pad - window) // stride + 1
+
+
+def _windows(x, window_h, window_w, stride, out_h, out_w):
+    """All strided window offsets of a 4-D tensor, stacked on a new axis 1.
+
+    Inputs:
+    - x: (A, B, Hp, Wp), already padded
+    Returns:
+    - (A, window_h * window_w, B, out_h, out_w): element [a, i * window_w + j, b, y, z] is
+      x[a, b, y * stride + i, z * stride + j]
+    """
+    slices = [
+        x[:, :, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+        for i in range(window_h)
+        for j in range(window_w)
+    ]
+    return pt.stack(slices, axis=1)
+
+
+def _kernel_size(w):
+    """Static (HH, WW) of a filter bank; the im2col loop needs them at graph-building time."""
+    kh, kw = w.type.shape[2:]
+    if kh is None or kw is None:
+        raise ValueError(
+            "conv2d needs the filter's height and width at graph-building time. Create the filter "
+            "with a static shape: pytensor.shared(value, shape=value.shape) or "
+            "pt.tensor(shape=(None, None, HH, WW))."
+        )
+    return kh, kw
+
+
+def conv2d(x, w, b, stride=1, pad=0):
+    """Convolution (cross-correlation, as in every deep-learning framework) by im2col + one GEMM.
+
+    The input is laid out channel-first, (C, N, H, W), so that the stacked windows reshape
+    without a copy into the (C * HH * WW, N * H' * W') column matrix; one GEMM with the
+    (F, C * HH * WW) filter matrix then produces every output at once. The backward pass of
+    the window slicing (col2im) is derived by PyTensor as HH * WW strided accumulations.
+
+    Inputs:
+    - x: (N, C, H, W) images
+    - w: (F, C, HH, WW) filters, with HH and WW known statically
+    - b: (F,) biases
+    - stride: step between windows, the same along height and width
+    - pad: zeros added on every side of the height and width axes
+    Returns:
+    - out: (N, F, H', W') with H' = (H + 2 * pad - HH) // stride + 1, likewise W'
+    """
+    kh, kw = _kernel_size(w)
+    n, _, h, width = x.shape
+    out_h = _output_size(h, kh, stride, pad)
+    out_w = _output_size(width, kw, stride, pad)
+    channels_first = _pad_spatial(x.dimshuffle(1, 0, 2, 3), pad)
+    windows = _windows(channels_first, kh, kw, stride, out_h, out_w)  # (C, HH*WW, N, H', W')
+    columns = windows.reshape((-1, n * out_h * out_w))
+    filters = w.reshape((w.shape[0], -1))
+    out = pt.dot(filters, columns) + b.dimshuffle(0, "x")  # (F, N * H' * W')
+    return out.reshape((w.shape[0], n, out_h, out_w)).dimshuffle(1, 0, 2, 3)
+
+
+def _pool(x, size, stride, pad, mode):
+    if mode not in ("max", "avg"):
+        raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
+    stride = size if stride is None else stride
+    n, c, h, w = x.shape
+    out_h = _output_size(h, size, stride, pad)
+    out_w = _output_size(w, size, stride, pad)
+    padded = _pad_spatial(x, pad, float("-inf") if mode == "max" else 0.0)
+    reduce = pt.max if mode == "max" else pt.mean
+    if stride == size:
+        # Non-overlapping windows: crop to whole windows and reshape, no copies of the input.
+        cropped = padded[:, :, : out_h * size, : out_w * size]
+        blocks = cropped.reshape((n, c, out_h, size, out_w, size))
+        return reduce(blocks, axis=(3, 5))
+    return reduce(_windows(padded, size, size, stride, out_h, out_w), axis=1)
+
+
+def max_pool(x, size=2, stride=None, pad=0):
+    """Max pooling over square windows.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - size: window height and width
+    - stride: step between windows (default: `size`, non-overlapping)
+    - pad: -inf padding on every side, so padding never wins the max
+    Returns:
+    - out: (N, C, H', W') with H' = (H + 2 * pad - size) // stride + 1, likewise W'.
+      The gradient goes to the maximum of each window (to every tied maximum).
+    """
+    return _pool(x, size, stride, pad, "max")
+
+
+def avg_pool(x, size=2, stride=None, pad=0):
+    """Average pooling over square windows; zero padding counts towards the average.
+
+    Inputs and output as `max_pool`.
+    """
+    return _pool(x, size, stride, pad, "avg")
+
+
+def global_avg_pool(x):
+    """(N, C, H, W) -> (N, C): the mean over all spatial positions."""
+    return x.mean(axis=(2, 3))
+
+
+def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, eps=1e-5):
+    """Batch normalization (Ioffe & Szegedy 2015) for (N, D) inputs or, spatially, (N, C, H, W).
+
+    Training normalizes with the statistics of the batch and returns updates that move the
+    running statistics: running = momentum * running + (1 - momentum) * batch (biased variance,
+    as in cs231n's assignments and their pretrained model). Inference normalizes with the
+    running statistics and returns no updates.
+
+    Inputs:
+    - x: (N, D), normalized over axis 0, or (N, C, H, W), normalized over axes (0, 2, 3)
+    - gamma, beta: (D,) or (C,) scale and shift
+    - running_mean, running_var: (D,) or (C,) shared variables (or any tensors at inference)
+    - train: Python bool, chooses batch or running statistics
+    - momentum: weight of the old running value
+    - eps: added to the variance
+    Returns:
+    - out: same shape as x
+    - updates: list of (shared_variable, new_value); empty at inference
+    """
+    if x.ndim not in (2, 4):
+        raise ValueError(f"batchnorm takes (N, D) or (N, C, H, W) input, got {x.ndim} dimensions")
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    pattern = ("x", 0) if x.ndim == 2 else ("x", 0, "x", "x")
+
+    def per_feature(v):
+        return v.dimshuffle(*pattern)
+
+    if train:
+        mean = x.mean(axis=axes)
+        var = pt.sqr(x - per_feature(mean)).mean(axis=axes)
+        updates = [
+            (running_mean, momentum * running_mean + (1 - momentum) * mean),
+            (running_var, momentum * running_var + (1 - momentum) * var),
+        ]
+    else:
+        mean, var, updates = running_mean, running_var, []
+    x_hat = (x - per_feature(mean)) / pt.sqrt(per_feature(var) + eps)
+    return per_feature(gamma) * x_hat + per_feature(beta), updates
+
+
+def dropout(x, p_drop, rng: RandomStream, train):
+    """Inverted dropout: zero each unit with probability `p_drop` and scale the rest by
+    1 / (1 - p_drop), so that inference (train=False) is the identity.
+
+    Inputs:
+    - x: any shape
+    - p_drop: probability of zeroing a unit, 0 <= p_drop < 1
+    - rng: a `RandomStream`; compiled functions advance it automatically
+    - train: Python bool
+    Returns:
+    - out: same shape as x
+    """
+    if not 0 <= p_drop < 1:
+        raise ValueError(f"p_drop must be in [0, 1), got {p_drop}")
+    if not train or p_drop == 0:
+        return x
+    keep = rng.uniform(size=x.shape) >= p_drop
+    return x * pt.cast(keep, x.dtype) / pt.constant(1 - p_drop, dtype=x.dtype)
+
+
+def log_softmax(scores, axis=-1):
+    """Numerically stable log-softmax along `axis`; any shape in, same shape out."""
+    shifted = scores - pt.max(scores, axis=axis, keepdims=True)
+    return shifted - pt.log(pt.sum(pt.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax_cross_entropy(scores, y):
+    """Mean softmax cross-entropy loss.
+
+    Inputs:
+    - scores: (N, C) class scores
+    - y: (N,) integer labels in [0, C)
+    Returns:
+    - loss: scalar, -mean_i log softmax(scores_i)[y_i]
+    """
+    log_p = log_softmax(scores, axis=1)
+    return -log_p[pt.arange(y.shape[0]), y].mean()
+
+
+def word_embedding(x, w):
+    """Look up word vectors.
+
+    Inputs:
+    - x: (N, T) integer word indices in [0, V)
+    - w: (V, D) embedding matrix
+    Returns:
+    - out: (N, T, D), out[n, t] = w[x[n, t]]
+    """
+    return w[x]
+
+
+def temporal_affine(x, w, b):
+    """The same affine map at every time step, as one GEMM over all N * T vectors.
+
+    Inputs:
+    - x: (N, T, D)
+    - w: (D, M)
+    - b: (M,)
+    Returns:
+    - out: (N, T, M)
+    """
+    n, t, d = x.shape
+    return (pt.dot(x.reshape((n * t, d)), w) + b).reshape((n, t, w.shape[1]))
+
+
+def temporal_softmax_loss(scores, y, mask):
+    """Softmax cross-entropy at every time step, counting only the steps where mask is 1;
+    summed over time and averaged over the minibatch (cs231n's convention).
+
+    Inputs:
+    - scores: (N, T, V) scores over the vocabulary
+    - y: (N, T) integer targets in [0, V)
+    - mask: (N, T) 1 where y is a real word, 0 at padding
+    Returns:
+    - loss: scalar, -sum_{n,t} mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
+    """
+    n, t, v = scores.shape
+    log_p = log_softmax(scores.reshape((n * t, v)), axis=1)
+    flat_y = y.flatten()
+    picked = log_p[pt.arange(n * t), flat_y]
+    return -(picked * pt.cast(mask.flatten(), scores.dtype)).sum() / pt.cast(n, scores.dtype)

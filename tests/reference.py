@@ -1,0 +1,38 @@
+"""Plain NumPy references for the tests: loops that read like the definitions, no tricks."""
+
+import numpy as np
+
+
+def conv2d(x, w, b, stride, pad):
+    n, c, h, width = x.shape
+    f, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out_h = (h + 2 * pad - kh) // stride + 1
+    out_w = (width + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, f, out_h, out_w))
+    for i in range(n):
+        for k in range(f):
+            for y in range(out_h):
+                for z in range(out_w):
+                    window = xp[i, :, y * stride : y * stride + kh, z * stride : z * stride + kw]
+                    out[i, k, y, z] = np.sum(window * w[k]) + b[k]
+    return out
+
+
+def pool(x, size, stride, pad, mode):
+    n, c, h, w = x.shape
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
+    out_h = (h + 2 * pad - size) // stride + 1
+    out_w = (w + 2 * pad - size) // stride + 1
+    out = np.zeros((n, c, out_h, out_w))
+    reduce = np.max if mode == "max" else np.mean
+    for y in range(out_h):
+        for z in range(out_w):
+            out[:, :, y, z] = reduce(xp[:, :, y * stride : y * stride + size, z * stride : z * stride + size], axis=(2, 3))
+    return out
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
