@@ -95,3 +95,43 @@ def report(title: str, errors: dict, tolerance: float = 1e-6) -> bool:
         ok &= passed
         print(f"{title:<28} d{name:<10} rel_error={err:.2e}  (tolerance {tolerance:.0e})  {'OK' if passed else 'FAIL'}")
     return ok
+
+
+def layer_checks(seed: int = 0) -> list:
+    """One small float64 gradient check per layer of `dlmie.layers`, for notebooks and reports.
+
+    Returns a list of `(title, build, inputs)` to pass to `check_gradients(build, inputs)`.
+    Shapes are odd on purpose (7x9 images, stride 2, padding) so that index mistakes show.
+    """
+    from dlmie import layers as L
+
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal
+    relu_input = normal((4, 5))
+    relu_input[np.abs(relu_input) < 1e-2] = 0.5  # finite differences must not straddle the kink
+    running = (np.abs(normal(3)), 1 + np.abs(normal(3)))
+    return [
+        ("affine", L.affine, {"x": normal((3, 2, 4)), "w": normal((8, 5)), "b": normal(5)}),
+        ("relu", L.relu, {"x": relu_input}),
+        ("conv2d stride 1 pad 1", lambda x, w, b: L.conv2d(x, w, b, 1, 1),
+         {"x": normal((2, 3, 7, 9)), "w": normal((4, 3, 3, 3)), "b": normal(4)}),
+        ("conv2d stride 2 pad 2", lambda x, w, b: L.conv2d(x, w, b, 2, 2),
+         {"x": normal((1, 2, 9, 7)), "w": normal((3, 2, 5, 5)), "b": normal(3)}),
+        ("max_pool 2x2", L.max_pool, {"x": normal((2, 3, 7, 9))}),
+        ("max_pool 3x3 stride 2 pad 1", lambda x: L.max_pool(x, 3, 2, 1), {"x": normal((2, 2, 7, 7))}),
+        ("avg_pool 3x3 stride 2", lambda x: L.avg_pool(x, 3, 2), {"x": normal((1, 2, 9, 8))}),
+        ("batchnorm (N, D) train", lambda x, g, b: L.batchnorm(x, g, b, running[0], running[1], True),
+         {"x": normal((6, 3)), "g": normal(3), "b": normal(3)}),
+        ("spatial batchnorm train", lambda x, g, b: L.batchnorm(x, g, b, running[0], running[1], True),
+         {"x": normal((3, 3, 4, 5)), "g": normal(3), "b": normal(3)}),
+        ("spatial batchnorm inference", lambda x, g, b: L.batchnorm(x, g, b, running[0], running[1], False),
+         {"x": normal((3, 3, 4, 5)), "g": normal(3), "b": normal(3)}),
+        # Without its updates the generator stays put, so every evaluation draws the same mask.
+        ("dropout p=0.4 train", lambda x: L.dropout(x, 0.4, pt.random.shared_rng(seed=seed), True),
+         {"x": normal((4, 6))}),
+        ("softmax_cross_entropy", L.softmax_cross_entropy, {"scores": normal((5, 7)), "y": rng.integers(0, 7, 5)}),
+        ("word_embedding", L.word_embedding, {"x": rng.integers(0, 6, (2, 3)), "w": normal((6, 4))}),
+        ("temporal_affine", L.temporal_affine, {"x": normal((2, 3, 4)), "w": normal((4, 5)), "b": normal(5)}),
+        ("temporal_softmax_loss", L.temporal_softmax_loss,
+         {"scores": normal((3, 4, 6)), "y": rng.integers(0, 6, (3, 4)), "mask": (rng.random((3, 4)) > 0.3) * 1.0}),
+    ]

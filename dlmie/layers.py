@@ -5,14 +5,28 @@ gives the backward pass. Layers keep the dtype of their input, so the same code 
 float32 for training and in float64 for gradient checks.
 
 Image tensors are (N, C, H, W). Layers with running statistics (batch norm) return their
-output together with a list of `(shared_variable, new_value)` updates for `pytensor.function`.
+output together with a list of `(shared_variable, new_value)` updates for `pytensor.function`;
+so does dropout, whose random generator advances the same way.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
-from pytensor.tensor.random.utils import RandomStream
+
+
+def scalar(value, dtype):
+    """A constant or hyper-parameter as a scalar of the given dtype.
+
+    Python numbers are converted exactly: PyTensor turns a bare ``0.1`` into a floatX (float32)
+    constant, whose rounding would otherwise leak into float64 gradient checks and training.
+    Symbolic values (a learning-rate shared variable, say) are cast.
+    """
+    if isinstance(value, (int, float, np.number)):
+        return pt.constant(np.asarray(value, dtype=dtype))
+    return pt.cast(value, dtype)
 
 
 def affine(x, w, b):
@@ -175,39 +189,42 @@ def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, ep
     pattern = ("x", 0) if x.ndim == 2 else ("x", 0, "x", "x")
 
     def per_feature(v):
-        return v.dimshuffle(*pattern)
+        return pt.as_tensor_variable(v).dimshuffle(*pattern)
 
     if train:
         mean = x.mean(axis=axes)
         var = pt.sqr(x - per_feature(mean)).mean(axis=axes)
+        keep, new = scalar(momentum, x.dtype), scalar(1 - momentum, x.dtype)
         updates = [
-            (running_mean, momentum * running_mean + (1 - momentum) * mean),
-            (running_var, momentum * running_var + (1 - momentum) * var),
+            (running_mean, keep * running_mean + new * mean),
+            (running_var, keep * running_var + new * var),
         ]
     else:
         mean, var, updates = running_mean, running_var, []
-    x_hat = (x - per_feature(mean)) / pt.sqrt(per_feature(var) + eps)
+    x_hat = (x - per_feature(mean)) / pt.sqrt(per_feature(var) + scalar(eps, x.dtype))
     return per_feature(gamma) * x_hat + per_feature(beta), updates
 
 
-def dropout(x, p_drop, rng: RandomStream, train):
+def dropout(x, p_drop, rng, train):
     """Inverted dropout: zero each unit with probability `p_drop` and scale the rest by
     1 / (1 - p_drop), so that inference (train=False) is the identity.
 
     Inputs:
     - x: any shape
     - p_drop: probability of zeroing a unit, 0 <= p_drop < 1
-    - rng: a `RandomStream`; compiled functions advance it automatically
+    - rng: a shared generator, `pt.random.shared_rng(seed=...)`
     - train: Python bool
     Returns:
     - out: same shape as x
+    - updates: [(rng, next_rng)] in training, so that each call draws a new mask; else empty
     """
     if not 0 <= p_drop < 1:
         raise ValueError(f"p_drop must be in [0, 1), got {p_drop}")
     if not train or p_drop == 0:
-        return x
-    keep = rng.uniform(size=x.shape) >= p_drop
-    return x * pt.cast(keep, x.dtype) / pt.constant(1 - p_drop, dtype=x.dtype)
+        return x, []
+    next_rng, uniform = rng.uniform(size=x.shape)
+    keep = pt.cast(uniform >= p_drop, x.dtype)
+    return x * keep / scalar(1 - p_drop, x.dtype), [(rng, next_rng)]
 
 
 def log_softmax(scores, axis=-1):

@@ -17,6 +17,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie.layers import scalar
 
 
 def _zeros_like(param, suffix):
@@ -26,7 +27,7 @@ def _zeros_like(param, suffix):
 
 def sgd(params, grads, lr):
     """Vanilla stochastic gradient descent: p <- p - lr * g."""
-    return [(p, p - pt.cast(lr, p.dtype) * g) for p, g in zip(params, grads)]
+    return [(p, p - scalar(lr, p.dtype) * g) for p, g in zip(params, grads)]
 
 
 def momentum(params, grads, lr, mu=0.9):
@@ -34,7 +35,7 @@ def momentum(params, grads, lr, mu=0.9):
     updates = []
     for p, g in zip(params, grads):
         v = _zeros_like(p, "velocity")
-        v_new = pt.cast(mu, p.dtype) * v - pt.cast(lr, p.dtype) * g
+        v_new = scalar(mu, p.dtype) * v - scalar(lr, p.dtype) * g
         updates += [(v, v_new), (p, p + v_new)]
     return updates
 
@@ -44,8 +45,8 @@ def rmsprop(params, grads, lr, decay=0.99, eps=1e-8):
     updates = []
     for p, g in zip(params, grads):
         cache = _zeros_like(p, "cache")
-        cache_new = pt.cast(decay, p.dtype) * cache + pt.cast(1 - decay, p.dtype) * pt.sqr(g)
-        step = pt.cast(lr, p.dtype) * g / (pt.sqrt(cache_new) + pt.cast(eps, p.dtype))
+        cache_new = scalar(decay, p.dtype) * cache + scalar(1 - decay, p.dtype) * pt.sqr(g)
+        step = scalar(lr, p.dtype) * g / (pt.sqrt(cache_new) + scalar(eps, p.dtype))
         updates += [(cache, cache_new), (p, p - step)]
     return updates
 
@@ -56,17 +57,18 @@ def adam(params, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     t <- t + 1; m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
     p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
     """
-    t = pytensor.shared(np.asarray(0.0, dtype=pytensor.config.floatX), name="adam.t")
+    # An integer counter: a float32 one would stop counting at 2**24 steps.
+    t = pytensor.shared(np.asarray(0, dtype=np.int64), name="adam.t")
     t_new = t + 1
     updates = [(t, t_new)]
     for p, g in zip(params, grads):
         m, v = _zeros_like(p, "m"), _zeros_like(p, "v")
-        b1, b2 = pt.cast(beta1, p.dtype), pt.cast(beta2, p.dtype)
+        b1, b2 = scalar(beta1, p.dtype), scalar(beta2, p.dtype)
         m_new = b1 * m + (1 - b1) * g
         v_new = b2 * v + (1 - b2) * pt.sqr(g)
-        m_hat = m_new / (1 - b1 ** pt.cast(t_new, p.dtype))
-        v_hat = v_new / (1 - b2 ** pt.cast(t_new, p.dtype))
-        step = pt.cast(lr, p.dtype) * m_hat / (pt.sqrt(v_hat) + pt.cast(eps, p.dtype))
+        m_hat = m_new / (1 - b1 ** scalar(t_new, p.dtype))
+        v_hat = v_new / (1 - b2 ** scalar(t_new, p.dtype))
+        step = scalar(lr, p.dtype) * m_hat / (pt.sqrt(v_hat) + scalar(eps, p.dtype))
         updates += [(m, m_new), (v, v_new), (p, p - step)]
     return updates
 

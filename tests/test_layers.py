@@ -8,7 +8,6 @@ import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
 from dlmie.gradcheck import check_gradients, rel_error
-from pytensor.tensor.random.utils import RandomStream
 
 import reference
 
@@ -162,16 +161,19 @@ def test_batchnorm_rejects_3d():
 
 def test_dropout():
     x = np.ones((500, 400))
-    rng_stream = RandomStream(seed=1)
+    rng_shared = pt.random.shared_rng(seed=1)
     xv = pt.matrix(dtype="float64")
-    out = pytensor.function([xv], L.dropout(xv, 0.3, rng_stream, train=True))(x)
-    kept = out != 0
+    out, updates = L.dropout(xv, 0.3, rng_shared, train=True)
+    f = pytensor.function([xv], out, updates=updates)
+    first, second = f(x), f(x)
+    kept = first != 0
     assert abs(kept.mean() - 0.7) < 0.01
-    assert np.allclose(out[kept], 1 / 0.7)
-    assert abs(out.mean() - 1) < 0.02  # inverted dropout keeps the expectation
-    assert L.dropout(xv, 0.3, rng_stream, train=False) is xv
+    assert np.allclose(first[kept], 1 / 0.7)
+    assert abs(first.mean() - 1) < 0.02  # inverted dropout keeps the expectation
+    assert not np.array_equal(first, second), "each call must draw a new mask"
+    assert L.dropout(xv, 0.3, rng_shared, train=False) == (xv, [])
     with pytest.raises(ValueError, match="p_drop"):
-        L.dropout(xv, 1.0, rng_stream, train=True)
+        L.dropout(xv, 1.0, rng_shared, train=True)
 
 
 def test_softmax_cross_entropy():
@@ -219,3 +221,10 @@ def test_temporal_softmax_loss_mask_and_gradient():
     expected = -(np.log(p[np.arange(n)[:, None], np.arange(t), y]) * mask).sum() / n
     assert rel_error(evaluate(L.temporal_softmax_loss, scores=x, y=y, mask=mask), expected) < 1e-12
     assert_gradients(L.temporal_softmax_loss, scores=x, y=y, mask=mask)
+
+
+def test_dropout_gradient():
+    # Without its updates the generator does not advance, so every evaluation draws the same
+    # mask and finite differences see a fixed function.
+    rng_shared = pt.random.shared_rng(seed=3)
+    assert_gradients(lambda x: L.dropout(x, 0.4, rng_shared, train=True), x=rng.standard_normal((4, 6)))

@@ -1,0 +1,54 @@
+# dlmie: every target sets up what it needs first, and each step is skipped when already done.
+#   make notebooks   set up, fetch the data sets, execute every notebook into build/ (ipynb + HTML)
+#   make test        set up, fetch the data sets, run the unit tests and nbval over the notebooks
+#   make bench       benchmark rows against PyTorch CPU and NumPy (python -m dlmie.bench)
+# Variables: PYTHON (the interpreter that creates .venv), DLMIE_MIRROR (see get_datasets.sh).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.dlmie-installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Executed copies: build/NAME.ipynb and build/NAME.html for every notebook.
+EXECUTED := $(patsubst notebooks/%.ipynb,build/%.html,$(NOTEBOOKS))
+TEST_COMMAND := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+.PHONY: setup data notebooks test bench clean
+
+setup: $(INSTALLED)
+
+# Rebuilt only when pyproject.toml changes; the stamp marks a complete install.
+$(INSTALLED): pyproject.toml
+	@echo "== setup: Python environment in $(VENV) (pip install -e . from pyproject.toml)"
+	@test -n "$(PYTHON)" || { echo "No python3 found: install Python 3.11 or set PYTHON=..."; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "$(PYTHON) is older than Python 3.11: set PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+	@echo "== setup: done ($$($(PY) -c 'import dlmie.config as c; print("PyTensor BLAS:", c.BLAS)'))"
+
+data: setup
+	@echo "== data: ./get_datasets.sh (the default set; present ones are kept)"
+	./get_datasets.sh
+
+notebooks: data
+	@mkdir -p build
+	@$(MAKE) --no-print-directory $(EXECUTED)
+
+# A notebook is executed again when it, or any dlmie module, changed since its last run.
+build/%.html: notebooks/%.ipynb $(wildcard dlmie/*.py dlmie/*/*.py)
+	@echo "== notebooks: executing $< -> build/$*.ipynb, build/$*.html"
+	$(VENV)/bin/jupyter nbconvert --log-level WARN --to notebook --execute --output-dir build $<
+	$(VENV)/bin/jupyter nbconvert --log-level WARN --to html --output-dir build build/$*.ipynb
+
+test: data
+	@echo "== test: unit tests and nbval over notebooks/"
+	$(TEST_COMMAND)
+
+bench: setup
+	$(PY) -m dlmie.bench
+
+clean:
+	rm -rf build

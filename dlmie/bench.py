@@ -1,0 +1,367 @@
+"""Benchmarks: dlmie (PyTensor, C backend) against reference implementations.
+
+    python -m dlmie.bench                       # every benchmark
+    python -m dlmie.bench gemm_1024 --repeats 5  # some of them
+    python -m dlmie.bench --list                # their names and what they measure
+    python -m dlmie.bench --compile             # time to the first conv-net gradient, cold vs warm cache
+    python -m dlmie.bench --threads 1           # OpenBLAS and torch on one thread each
+
+Each benchmark prints one row per reference: our median time, the reference's median time and
+the ratio ours / reference (below 1: we are faster). The header names the BLAS that PyTensor
+links (``dlmie.config.BLAS``, chosen by ``DLMIE_BLAS``), the torch version and thread counts,
+so that tables from different machines or settings can be compared. Thread counts come from
+the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS; default: every CPU); ``--threads N`` sets
+both and restarts the process, since the libraries read them when they load.
+
+Adding a benchmark: write a function that returns ``(ours, references)`` -- ``ours`` a callable
+taking no arguments, ``references`` a dict from a reference's name to a callable (or to a string
+saying why it is skipped) -- and add one line to ``BENCHMARKS``.
+
+PyTorch is an optional extra (``pip install dlmie[bench]``); without it the torch rows say
+"skipped (pip install torch)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
+import pytensor.tensor as pt
+from dlmie import layers as L
+from dlmie.gradcheck import rel_error
+
+TORCH_MISSING = "skipped (pip install torch)"
+AGREEMENT_TOL = 1e-4
+
+# The small conv net: conv3x3-relu-maxpool2 three times, then an affine layer to 100 classes.
+IMAGE_SHAPE = (3, 64, 64)  # Tiny-ImageNet
+CONV_CHANNELS = (32, 64, 128)
+NUM_CLASSES = 100
+
+
+# ---------------------------------------------------------------- the small conv net, three ways
+
+
+def convnet_params(seed: int = 0) -> dict:
+    """He-initialized float32 weights of the small conv net: w1..w3 (F, C, 3, 3), b1..b3, w4 (D, 100), b4."""
+    rng = np.random.default_rng(seed)
+    params, c = {}, IMAGE_SHAPE[0]
+    for i, f in enumerate(CONV_CHANNELS, start=1):
+        params[f"w{i}"] = rng.standard_normal((f, c, 3, 3)) * np.sqrt(2 / (c * 9))
+        params[f"b{i}"] = rng.standard_normal(f) * 0.1
+        c = f
+    d = c * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
+    params["w4"] = rng.standard_normal((d, NUM_CLASSES)) * np.sqrt(2 / d)
+    params["b4"] = rng.standard_normal(NUM_CLASSES) * 0.1
+    return {k: v.astype(np.float32) for k, v in params.items()}
+
+
+def convnet_inputs(batch: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Random float32 images (batch, 3, 64, 64) and upstream scores gradient dout (batch, 100)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *IMAGE_SHAPE)).astype(np.float32)
+    dout = rng.standard_normal((batch, NUM_CLASSES)).astype(np.float32)
+    return x, dout
+
+
+def compile_convnet(params: dict):
+    """dlmie: one compiled PyTensor function (x, dout) -> (scores, dx), dx = d sum(scores * dout) / dx.
+
+    With dout one-hot in class k, dx is the saliency map of class k. The batch size is left
+    free, so one compiled function serves every batch size.
+    """
+    p = {k: pytensor.shared(v, name=k, shape=v.shape) for k, v in params.items()}
+    x = pt.tensor("x", dtype="float32", shape=(None, *IMAGE_SHAPE))
+    dout = pt.matrix("dout", dtype="float32")
+    h = x
+    for i in range(1, len(CONV_CHANNELS) + 1):
+        h = L.max_pool(L.relu(L.conv2d(h, p[f"w{i}"], p[f"b{i}"], stride=1, pad=1)), 2)
+    scores = L.affine(h, p["w4"], p["b4"])
+    dx = pytensor.grad(pt.sum(scores * dout), x)
+    return pytensor.function([x, dout], [scores, dx])
+
+
+@functools.cache
+def _compiled_convnet():
+    return compile_convnet(convnet_params())
+
+
+def torch_convnet(params: dict):
+    """PyTorch CPU: the same net and weights; returns (x, dout) -> (scores, dx) as NumPy arrays,
+    or None when torch is not installed. Weights do not require gradients, so backward computes
+    only the input gradient, as ours does."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    t = {k: torch.from_numpy(v) for k, v in params.items()}
+    w4 = t["w4"].T.contiguous()
+
+    def run(x, dout):
+        x = torch.from_numpy(x).requires_grad_()
+        h = x
+        for i in range(1, len(CONV_CHANNELS) + 1):
+            h = F.max_pool2d(F.relu(F.conv2d(h, t[f"w{i}"], t[f"b{i}"], padding=1)), 2)
+        scores = F.linear(h.flatten(1), w4, t["b4"])
+        scores.backward(torch.from_numpy(dout))
+        return scores.detach().numpy(), x.grad.numpy()
+
+    return run
+
+
+def _conv_forward(x, w, b):
+    """3x3 convolution, stride 1, pad 1, by im2col + one matmul; returns (out, cache)."""
+    n, c, h, width = x.shape
+    f = w.shape[0]
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3)
+    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * 9, n * h * width)
+    out = w.reshape(f, -1) @ cols + b[:, None]  # (F, N*H*W)
+    return out.reshape(f, n, h, width).transpose(1, 0, 2, 3), (x.shape, w)
+
+
+def _conv_backward(dout, cache):
+    """Input gradient of `_conv_forward`: matmul back to columns, then col2im by 9 shifted adds."""
+    (n, c, h, width), w = cache
+    f = w.shape[0]
+    dcols = w.reshape(f, -1).T @ dout.transpose(1, 0, 2, 3).reshape(f, -1)
+    dcols = dcols.reshape(c, 3, 3, n, h, width)
+    dxp = np.zeros((c, n, h + 2, width + 2), dtype=dout.dtype)
+    for i in range(3):
+        for j in range(3):
+            dxp[:, :, i : i + h, j : j + width] += dcols[:, i, j]
+    return dxp[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3)
+
+
+def _relu_pool_forward(a):
+    """max_pool2(relu(a)) on non-overlapping 2x2 blocks; returns (out, cache)."""
+    n, c, h, w = a.shape
+    blocks = np.maximum(a, 0).reshape(n, c, h // 2, 2, w // 2, 2)
+    out = blocks.max(axis=(3, 5))
+    return out, (a, blocks, out)
+
+
+def _relu_pool_backward(dout, cache):
+    """Gradient to every tied maximum of its window (as PyTensor), then through the relu."""
+    a, blocks, out = cache
+    mask = blocks == out[:, :, :, None, :, None]
+    return (mask * dout[:, :, :, None, :, None]).reshape(a.shape) * (a > 0)
+
+
+def numpy_convnet(params: dict):
+    """Plain NumPy: im2col forward and hand-written backward; returns (x, dout) -> (scores, dx)."""
+
+    def run(x, dout):
+        caches, h = [], x
+        for i in range(1, len(CONV_CHANNELS) + 1):
+            a, conv_cache = _conv_forward(h, params[f"w{i}"], params[f"b{i}"])
+            h, pool_cache = _relu_pool_forward(a)
+            caches.append((conv_cache, pool_cache))
+        scores = h.reshape(len(x), -1) @ params["w4"] + params["b4"]
+        dh = (dout @ params["w4"].T).reshape(h.shape)
+        for conv_cache, pool_cache in reversed(caches):
+            dh = _conv_backward(_relu_pool_backward(dh, pool_cache), conv_cache)
+        return scores, dh
+
+    return run
+
+
+def scaled_error(x, y) -> float:
+    """max |x - y| / max |y|: the error relative to the array's scale. Elementwise relative error
+    (``rel_error``) is dominated by gradient entries that cancel to ~0 in float32."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30))
+
+
+def convnet_agreement(batch: int = 2) -> dict:
+    """Scaled errors of dlmie's and torch's (scores, dx) against the NumPy reference.
+
+    Returns {"dlmie scores": err, "dlmie dx": err, "torch scores": ..., "torch dx": ...}; the
+    torch entries are missing when torch is not installed.
+    """
+    params, (x, dout) = convnet_params(), convnet_inputs(batch)
+    expected = numpy_convnet(params)(x, dout)
+    implementations = {"dlmie": _compiled_convnet(), "torch": torch_convnet(params)}
+    errors = {}
+    for name, run in implementations.items():
+        if run is not None:
+            for what, got, want in zip(("scores", "dx"), run(x, dout), expected):
+                errors[f"{name} {what}"] = scaled_error(got, want)
+    return errors
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def convnet_fwd_inputgrad(batch: int):
+    """Small conv net: forward scores + input gradient (what a saliency map needs).
+
+    64x64x3 -> [conv3x3-relu-maxpool2] x 3 -> affine 100, float32, the same weights in every
+    implementation; checks that dlmie, torch and NumPy agree before anything is timed.
+    References: PyTorch CPU, and NumPy im2col with a hand-written backward pass."""
+    errors = convnet_agreement()
+    bad = {k: v for k, v in errors.items() if v > AGREEMENT_TOL}
+    assert not bad, f"implementations disagree (scaled error > {AGREEMENT_TOL}): {bad}"
+    params, (x, dout) = convnet_params(), convnet_inputs(batch)
+    ours, torch_run, numpy_run = _compiled_convnet(), torch_convnet(params), numpy_convnet(params)
+    return (
+        lambda: ours(x, dout),
+        {
+            "torch": TORCH_MISSING if torch_run is None else (lambda: torch_run(x, dout)),
+            "numpy": lambda: numpy_run(x, dout),
+        },
+    )
+
+
+def gemm(m: int, k: int, n: int):
+    """float32 GEMM (m, k) @ (k, n).
+
+    Ours: a compiled PyTensor function, so the BLAS it links (see DLMIE_BLAS). Reference: NumPy's
+    matmul, on the OpenBLAS bundled with NumPy."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    sa, sb = pt.matrix("a", dtype="float32"), pt.matrix("b", dtype="float32")
+    f = pytensor.function([sa, sb], pt.dot(sa, sb))
+    assert scaled_error(f(a, b), a @ b) < 1e-5
+    return lambda: f(a, b), {"numpy": lambda: a @ b}
+
+
+# name -> function of no arguments returning (ours, {reference name: callable or skip reason}).
+BENCHMARKS = {
+    "convnet_fwd_inputgrad_b1": functools.partial(convnet_fwd_inputgrad, 1),
+    "convnet_fwd_inputgrad_b32": functools.partial(convnet_fwd_inputgrad, 32),
+    "gemm_1024": functools.partial(gemm, 1024, 1024, 1024),
+    # The second conv layer's GEMM at batch 32: (64, 32*3*3) filters @ (288, 32*32*32) columns.
+    "gemm_conv2_b32": functools.partial(gemm, 64, 288, 32 * 32 * 32),
+}
+
+
+def describe(name: str) -> str:
+    """The first docstring line of a benchmark's function, with its arguments."""
+    bench = BENCHMARKS[name]
+    func, args = getattr(bench, "func", bench), getattr(bench, "args", ())
+    first = (func.__doc__ or "").split("\n")[0]
+    bound = inspect.signature(func).bind_partial(*args).arguments
+    return f"{first} ({', '.join(f'{k}={v}' for k, v in bound.items())})" if bound else first
+
+
+# ---------------------------------------------------------------- harness
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of fn() in seconds over `repeats` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def header() -> str:
+    """One line naming what the timings depend on: BLAS, torch, threads, OpenBLAS settings."""
+    try:
+        import torch
+
+        torch_info = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_info = "torch not installed"
+    threads = " ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
+    tuning = " ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
+    return " | ".join(
+        filter(
+            None,
+            [f"BLAS: {dlmie.config.BLAS}", torch_info, f"numpy {np.__version__}", f"pytensor {pytensor.__version__}",
+             f"{os.cpu_count()} CPUs", threads, tuning],
+        )
+    )
+
+
+def run_benchmarks(names, repeats: int) -> None:
+    """Print the header and one row per (benchmark, reference)."""
+    print(header())
+    print(f"{'benchmark':<28}{'reference':<11}{'ours ms':>10}{'ref ms':>10}{'ours/ref':>10}")
+    for name in names:
+        ours, references = BENCHMARKS[name]()
+        ours_ms = 1e3 * median_time(ours, repeats)
+        for ref_name, ref in references.items():
+            if isinstance(ref, str):
+                print(f"{name:<28}{ref_name:<11}{ours_ms:>10.2f}  {ref}")
+                continue
+            ref_ms = 1e3 * median_time(ref, repeats)
+            print(f"{name:<28}{ref_name:<11}{ours_ms:>10.2f}{ref_ms:>10.2f}{ours_ms / ref_ms:>10.2f}")
+
+
+_FIRST_GRADIENT = """
+import time
+start = time.perf_counter()
+from dlmie.bench import compile_convnet, convnet_inputs, convnet_params
+compile_convnet(convnet_params())(*convnet_inputs(1))
+print(time.perf_counter() - start)
+"""
+
+
+def compile_times() -> None:
+    """Time to the first compiled conv-net gradient in a fresh process, with a fresh PyTensor
+    compile cache (cold) and again with the same cache (warm)."""
+    print(header())
+    with tempfile.TemporaryDirectory(prefix="dlmie-compiledir-") as cache:
+        env = dict(os.environ)
+        env["PYTENSOR_FLAGS"] = ",".join(filter(None, [env.get("PYTENSOR_FLAGS"), f"base_compiledir={cache}"]))
+        totals = {}
+        for label in ("cold", "warm"):
+            start = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-c", _FIRST_GRADIENT], env=env, capture_output=True, text=True, check=True
+            )
+            totals[label] = time.perf_counter() - start
+            inside = float(result.stdout.split()[-1])
+            print(
+                f"first conv-net gradient, {label} cache: {totals[label]:6.1f} s "
+                f"(process total; import + build + compile + call: {inside:.1f} s)"
+            )
+    print(f"cold / warm: {totals['cold'] / totals['warm']:.1f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dlmie.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation (default 20)")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--compile", action="store_true", help="time the first gradient, cold vs warm cache")
+    parser.add_argument("--threads", type=int, help="set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS (restarts)")
+    args = parser.parse_args(argv)
+    if args.threads is not None and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+        argv = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, "-m", "dlmie.bench", *argv], env)
+    if args.list:
+        for name in BENCHMARKS:
+            print(f"{name:<28}{describe(name)}")
+        return
+    if args.compile:
+        compile_times()
+        return
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    run_benchmarks(args.names or list(BENCHMARKS), args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The benchmark harness: one row end to end, and the three conv-net implementations agree.
+
+No timing assertions: timings depend on the machine.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+from dlmie import bench
+
+
+def test_one_row_end_to_end(capsys):
+    bench.main(["gemm_conv2_b32", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("BLAS: ")
+    row = [line for line in lines if line.startswith("gemm_conv2_b32")]
+    assert len(row) == 1
+    assert re.fullmatch(r"gemm_conv2_b32\s+numpy(\s+\d+\.\d+){3}", row[0]), row[0]
+
+
+def test_list_names_every_benchmark(capsys):
+    bench.main(["--list"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in bench.BENCHMARKS)
+
+
+def test_unknown_benchmark_is_an_error():
+    with pytest.raises(SystemExit):
+        bench.main(["no_such_benchmark"])
+
+
+@pytest.mark.parametrize("implementation", ["dlmie", "torch"])
+def test_convnet_implementations_agree(implementation):
+    if implementation == "torch":
+        pytest.importorskip("torch")
+    errors = bench.convnet_agreement(batch=2)
+    for what in ("scores", "dx"):
+        err = errors[f"{implementation} {what}"]
+        assert err < 1e-4, f"{implementation} {what}: scaled error {err:.2e} against NumPy"
+
+
+def test_numpy_reference_matches_float64():
+    """The NumPy reference itself, in float32, against its own float64 run."""
+    params, (x, dout) = bench.convnet_params(), bench.convnet_inputs(2)
+    got = bench.numpy_convnet(params)(x, dout)
+    params64 = {k: v.astype(np.float64) for k, v in params.items()}
+    want = bench.numpy_convnet(params64)(x.astype(np.float64), dout.astype(np.float64))
+    for g, w in zip(got, want):
+        assert bench.scaled_error(g, w) < 1e-5
+
+
+def test_torch_row_is_skipped_without_torch(monkeypatch):
+    monkeypatch.setattr(bench, "torch_convnet", lambda params: None)
+    _, references = bench.convnet_fwd_inputgrad(1)
+    assert references["torch"] == bench.TORCH_MISSING
