@@ -272,7 +272,8 @@ place_entries() {  # SRC DEST
 }
 
 install_row() {  # i
-    local i=$1 file=${R_FILE[i]} dest=$DATA/${R_DEST[i]} member=${R_MEMBER[i]} zip unpacked
+    local i=$1
+    local file=${R_FILE[i]} dest=$DATA/${R_DEST[i]} member=${R_MEMBER[i]} zip unpacked
     [[ $member != - ]] || member=""
     [[ ${R_DEST[i]} != . ]] || dest=$DATA
     case ${R_INSTALL[i]} in
@@ -357,11 +358,11 @@ main() {
         fi
     done
 
+    trap '[[ -z $SUMS || $MIRROR_KIND != url ]] || rm -f -- "$SUMS"' EXIT   # a URL mirror's sums
+    trap interrupted INT TERM
     resolve_mirror
     say "Data folder: $DATA"
     mkdir -p -- "$DATA"
-    trap '[[ -z $SUMS || $MIRROR_KIND != url ]] || rm -f -- "$SUMS"' EXIT
-    trap interrupted INT TERM
 
     for name in "${names[@]}"; do
         if is_present "$name"; then
@@ -373,7 +374,8 @@ main() {
         (set -e; install_dataset "$name")
         rc=$?
         set -e
-        ((rc != 130)) || interrupted   # the subshell saw Ctrl-C (bash may not tell us itself)
+        # The subshell saw Ctrl-C or a TERM (bash does not always tell us itself): stop.
+        ((rc != 130 && rc != 143)) || interrupted
         if ((rc == 0)); then say "$name: done"; else failed+=("$name"); fi
     done
     if ((${#failed[@]})); then

@@ -11,13 +11,24 @@ import pytest
 from dlmie import bench
 
 
-def test_one_row_end_to_end(capsys):
-    bench.main(["gemm_conv2_b32", "--repeats", "1"])
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_one_benchmark_end_to_end(capsys):
+    bench.main(["convnet_fwd_inputgrad_b1", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("BLAS: ")
-    row = [line for line in lines if line.startswith("gemm_conv2_b32")]
-    assert len(row) == 1
-    assert re.fullmatch(r"gemm_conv2_b32\s+numpy(\s+\d+\.\d+){3}", row[0]), row[0]
+    rows = {line.split()[1]: line for line in lines if line.startswith("convnet_fwd_inputgrad_b1")}
+    assert set(rows) == {"torch", "numpy"}
+    # name, reference, ours ms, reference ms, ours / reference
+    assert re.fullmatch(r"convnet_fwd_inputgrad_b1\s+numpy(\s+\d+\.\d+){3}", rows["numpy"]), rows["numpy"]
+    torch_row = r"(\s+\d+\.\d+){3}" if _has_torch() else r"\s+\d+\.\d+\s+" + re.escape(bench.TORCH_MISSING)
+    assert re.fullmatch(r"convnet_fwd_inputgrad_b1\s+torch" + torch_row, rows["torch"]), rows["torch"]
 
 
 def test_list_names_every_benchmark(capsys):
