@@ -1,0 +1,157 @@
+"""A trained classifier, ready for notebooks and commands: weights, class names, preprocessing,
+and compiled functions for class scores and for input gradients of any objective.
+
+    model = load_classifier()                   # the committed Tiny-ImageNet network
+    model = load_classifier("cs231n")           # cs231n's pretrained_model.h5 (./get_datasets.sh cs231n-pretrained)
+    model = load_classifier("path/to/model.npz")
+    probs = model.probabilities(images)         # images: (N, 64, 64, 3) uint8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
+import pytensor.tensor as pt
+from dlmie import checkpoint
+from dlmie.images import Preprocessing
+from dlmie.models import convnet
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+DEFAULT_MODEL = "tiny_convnet"
+
+# cs231n's PretrainedCNN (assignment 3, 2015/16): nine conv blocks, then affine-batchnorm-relu, affine.
+CS231N_SPEC = convnet.ConvNetSpec(
+    conv=[(64, 5, 2, 2), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1), (256, 3, 2, 1),
+          (256, 3, 1, 1), (512, 3, 2, 1), (512, 3, 1, 1), (1024, 3, 2, 1)],
+    hidden=[512],
+    num_classes=100,
+    input_size=64,
+    global_pool=False,
+)
+
+
+class Classifier:
+    """Inference-mode classifier (batch norm uses its stored statistics).
+
+    Attributes:
+    - name, spec (ConvNetSpec), preprocessing (Preprocessing)
+    - class_names, wnids: lists of length num_classes
+    - params: name -> shared variable (float32)
+    - x: the symbolic input (N, 3, H, W); scores (N, num_classes); activations: layer name -> tensor
+    """
+
+    def __init__(self, name, spec, weights: dict, class_names, wnids, preprocessing: Preprocessing):
+        self.name, self.spec, self.preprocessing = name, spec, preprocessing
+        self.class_names, self.wnids = list(class_names), list(wnids)
+        if len(self.class_names) != spec.num_classes:
+            raise ValueError(f"{name}: {len(self.class_names)} class names for {spec.num_classes} classes")
+        self.params = convnet.shared_params({k: np.asarray(v, np.float32) for k, v in weights.items()})
+        self.x = pt.tensor4("x")
+        self.scores, self.activations, _ = convnet.forward(spec, self.params, self.x, train=False)
+        self._scores_fn = None
+
+    def class_scores(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) preprocessed float32 -> (N, num_classes) scores (compiled once)."""
+        if self._scores_fn is None:
+            self._scores_fn = pytensor.function([self.x], self.scores)
+        return self._scores_fn(np.asarray(x, np.float32))
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB images of the model's input size -> (N, num_classes) softmax."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            scores = self.class_scores(self.preprocessing(images[start : start + batch_size]))
+            e = np.exp(scores - scores.max(axis=1, keepdims=True))
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out)
+
+    def gradient_function(self, objective, *extra_inputs):
+        """Compile (x, *extra) -> (objective value, d objective / d x).
+
+        Inputs:
+        - objective: function(scores, activations, *extra_inputs) -> symbolic scalar, where
+          scores is (N, num_classes) and activations maps layer names to tensors
+        - extra_inputs: symbolic variables the objective reads (a class index, a target feature)
+        Returns a compiled function; x is (N, 3, H, W) float32.
+        """
+        value = objective(self.scores, self.activations, *extra_inputs)
+        return pytensor.function([self.x, *extra_inputs], [value, pytensor.grad(value, self.x)])
+
+
+def accuracy(scores_of, images: np.ndarray, labels: np.ndarray, batch_size: int = 250) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy.
+
+    Inputs:
+    - scores_of: function (B, H, W, 3) uint8 images -> (B, num_classes) scores or probabilities
+    - images: (N, H, W, 3) uint8; labels: (N,) int
+    Returns (top1, top5), fractions in [0, 1].
+    """
+    top1 = top5 = 0
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", unit="batch", leave=False):
+        best5 = np.argsort(-scores_of(images[start : start + batch_size]), axis=1)[:, :5]
+        y = labels[start : start + batch_size]
+        top1 += int(np.sum(best5[:, 0] == y))
+        top5 += int(np.sum(np.any(best5 == y[:, None], axis=1)))
+    return top1 / len(images), top5 / len(images)
+
+
+def load_npz(path) -> Classifier:
+    """A model file written by `python -m dlmie.train_classifier --export` (dlmie checkpoint)."""
+    arrays, meta = checkpoint.load(path)
+    if meta.get("kind") != "convnet":
+        raise ValueError(f"{path} is a dlmie checkpoint but not a classifier model (kind={meta.get('kind')!r})")
+    return Classifier(Path(path).stem, convnet.ConvNetSpec.from_dict(meta["spec"]), arrays,
+                      meta["class_names"], meta["wnids"], Preprocessing(**meta["preprocessing"]))
+
+
+def load_cs231n_h5(path, wnids, class_names) -> Classifier:
+    """cs231n's pretrained_model.h5: W1..W11, b1..b11, gamma1..10, beta1..10, running_mean1..10,
+    running_var1..10 (blocks 1-9 conv, 10 the hidden affine, 11 the scores). Affine weights may
+    be stored (in, out) or transposed; the shapes decide. Its inputs were 0-255 pixels minus
+    the training set's mean image, approximated here by the per-channel means."""
+    import h5py
+
+    spec = CS231N_SPEC
+    expected = convnet.init_params(spec)
+    weights, blocks = {}, [f"conv{i}" for i in range(1, 10)] + ["fc1", "scores"]
+    with h5py.File(path, "r") as f:
+        for k, block in enumerate(blocks, start=1):
+            sources = {"W": f"W{k}", "b": f"b{k}"}
+            if block != "scores":
+                sources.update(gamma=f"gamma{k}", beta=f"beta{k}", running_mean=f"running_mean{k}",
+                               running_var=f"running_var{k}")
+            for field, key in sources.items():
+                if key not in f:
+                    raise ValueError(f"{path}: key {key!r} is missing; is this cs231n's pretrained_model.h5?")
+                value = np.asarray(f[key], np.float32)
+                shape = expected[f"{block}.{field}"].shape
+                if value.shape != shape and value.ndim == 2 and value.T.shape == shape:
+                    value = value.T
+                if value.shape != shape:
+                    raise ValueError(f"{path}: {key} has shape {value.shape}, expected {shape}")
+                weights[f"{block}.{field}"] = value
+    preprocessing = Preprocessing(mean=(0.480, 0.448, 0.398), std=(1 / 255, 1 / 255, 1 / 255))
+    return Classifier("cs231n", spec, weights, class_names, wnids, preprocessing)
+
+
+def load_classifier(name: str = DEFAULT_MODEL) -> Classifier:
+    """A classifier by name: "tiny_convnet" (committed with the repository), "cs231n", or a path."""
+    if name == "cs231n":
+        from dlmie.data import dataset_path
+        from dlmie.data.tiny_imagenet import read_classes
+
+        wnids, names = read_classes(dataset_path("tiny-imagenet-100-A"))
+        return load_cs231n_h5(dataset_path("cs231n-pretrained"), wnids, names)
+    path = Path(name)
+    if path.suffix in (".npz", ".h5") and path.exists():
+        return load_npz(path)
+    committed = WEIGHTS_DIR / f"{name}.npz"
+    if committed.exists():
+        return load_npz(committed)
+    known = sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz")) + ["cs231n"]
+    raise ValueError(f"unknown classifier {name!r}: use one of {', '.join(known)} or the path of a model .npz file")
