@@ -134,13 +134,13 @@ def save_checkpoint(path: Path, trainer: Trainer, epoch: int, step: int, history
     checkpoint.save(path, trainer.state(), meta)
 
 
-def export_model(last: Path, out: Path):
+def export_model(last: Path, out: Path, data: Path):
     """Turn a training checkpoint into the model file dlmie.models loads: float16 weights (half
     the size), the architecture, the class ids and names, and the preprocessing constants."""
     arrays, meta = checkpoint.load(last)
     spec = convnet.ConvNetSpec.from_dict(meta["config"]["spec"])
     names = convnet.init_params(spec).keys()
-    split = load_split(dataset_path("tiny-imagenet-100-A"), "val")
+    split = load_split(data, "val")
     model_meta = {
         "kind": "convnet",
         "spec": spec.to_dict(),
@@ -152,11 +152,15 @@ def export_model(last: Path, out: Path):
     return checkpoint.save(out, {name: arrays[name].astype(np.float16) for name in names}, model_meta)
 
 
-def train(out_dir: Path, config: TrainConfig, resume: bool, max_minutes: float | None):
+def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
+          max_minutes: float | None = None, max_steps: int | None = None):
+    """Train (or, with resume, continue) a run in out_dir on the Tiny-ImageNet folder `data`.
+
+    Stops early, with a checkpoint, after max_minutes of training or max_steps batches.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.npz"
-    root = dataset_path("tiny-imagenet-100-A")
-    train_split, val_split = load_split(root, "train"), load_split(root, "val")
+    train_split, val_split = load_split(data, "train"), load_split(data, "val")
 
     if resume:
         arrays, meta = checkpoint.load(last)  # weights and velocities
@@ -179,8 +183,8 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, max_minutes: float |
     if resume:
         trainer.load_velocities(arrays)
     steps_per_epoch = len(train_split.images) // config.batch_size
-    started = time.time()
-    last_save = time.time()
+    started = last_save = time.time()
+    steps_done = 0
     while epoch < config.epochs:
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train_split.images))
         bar = tqdm(range(step, steps_per_epoch), initial=step, total=steps_per_epoch,
@@ -196,19 +200,21 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, max_minutes: float |
             running_loss, running_correct, seen = running_loss + loss * len(index), running_correct + correct, seen + len(index)
             bar.set_postfix(loss=f"{running_loss / seen:.3f}", acc=f"{running_correct / seen:.3f}",
                             lr=f"{float(trainer.lr.get_value()):.4f}")
-            out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
+            steps_done += 1
+            out_of_time = (max_minutes is not None and time.time() - started > 60 * max_minutes) or steps_done == max_steps
             if time.time() - last_save > 60 * config.checkpoint_minutes or out_of_time:
                 save_checkpoint(last, trainer, epoch, step + 1, history)
                 last_save = time.time()
             if out_of_time:
                 bar.close()
-                print(f"stopped after {max_minutes} minutes; continue with --resume --out {out_dir}")
+                print(f"stopped after {steps_done} steps; continue with --resume --out {out_dir}")
                 return
         top1, top5 = accuracy(lambda images: trainer.scores(preprocessing(images)), val_split.images, val_split.labels)
-        record = {"epoch": epoch + 1, "train_loss": round(running_loss / max(seen, 1), 4),
-                  "train_acc": round(running_correct / max(seen, 1), 4), "val_top1": round(top1, 4),
-                  "val_top5": round(top5, 4), "minutes": round((time.time() - epoch_started) / 60, 2),
-                  "images_per_s": round(seen / (time.time() - epoch_started), 1)}
+        seconds = time.time() - epoch_started
+        record = {"epoch": epoch + 1, "train_loss": round(float(running_loss) / max(seen, 1), 4),
+                  "train_acc": round(float(running_correct) / max(seen, 1), 4), "val_top1": round(top1, 4),
+                  "val_top5": round(top5, 4), "minutes": round(seconds / 60, 2),
+                  "images_per_s": round(seen / seconds, 1)}
         history.append(record)
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
@@ -226,14 +232,17 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
+    parser.add_argument("--max-minutes", type=float, help="checkpoint and stop after this long")
+    parser.add_argument("--max-steps", type=int, help="checkpoint and stop after this many batches")
+    parser.add_argument("--data", type=Path, help="Tiny-ImageNet folder (default: datasets/tiny-imagenet-100-A)")
     parser.add_argument("--export", type=Path, metavar="MODEL.npz", help="write OUT/last.npz as a model file and exit")
     args = parser.parse_args(argv)
+    data = args.data or dataset_path("tiny-imagenet-100-A")
     if args.export:
-        print(f"wrote {export_model(args.out / 'last.npz', args.export)}")
+        print(f"wrote {export_model(args.out / 'last.npz', args.export, data)}")
         return
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    train(args.out, config, args.resume, args.max_minutes)
+    train(args.out, config, args.resume, data, args.max_minutes, args.max_steps)
 
 
 if __name__ == "__main__":
