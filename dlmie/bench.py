@@ -239,6 +239,117 @@ def gemm(m: int, k: int, n: int):
     return lambda: f(a, b), {"numpy": lambda: a @ b}
 
 
+def torch_classifier(spec, params: dict):
+    """The dlmie.models.convnet network `spec` with weights `params` as a torch.nn.Sequential
+    (None without torch): conv-batchnorm-ReLU blocks, pooling or flattening, affine blocks."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+
+    def tensor(name, transpose=False):
+        value = params[name].T if transpose else params[name]
+        return nn.Parameter(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+
+    def norm(module, prefix):
+        module.weight, module.bias = tensor(f"{prefix}.gamma"), tensor(f"{prefix}.beta")
+        module.running_mean.copy_(torch.from_numpy(params[f"{prefix}.running_mean"]))
+        module.running_var.copy_(torch.from_numpy(params[f"{prefix}.running_var"]))
+        return module
+
+    layers, channels = [], 3
+    with torch.no_grad():
+        for i, (filters, k, stride, pad) in enumerate(spec.conv, start=1):
+            conv = nn.Conv2d(channels, filters, k, stride, pad)
+            conv.weight, conv.bias = tensor(f"conv{i}.W"), tensor(f"conv{i}.b")
+            layers += [conv, norm(nn.BatchNorm2d(filters), f"conv{i}"), nn.ReLU()]
+            channels = filters
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if spec.global_pool else [nn.Flatten()]
+        for j in range(1, len(spec.hidden) + 1):
+            affine = nn.Linear(*params[f"fc{j}.W"].shape)
+            affine.weight, affine.bias = tensor(f"fc{j}.W", transpose=True), tensor(f"fc{j}.b")
+            layers += [affine, norm(nn.BatchNorm1d(params[f"fc{j}.W"].shape[1]), f"fc{j}"), nn.ReLU()]
+        scores = nn.Linear(*params["scores.W"].shape)
+        scores.weight, scores.bias = tensor("scores.W", transpose=True), tensor("scores.b")
+    return nn.Sequential(*layers, scores)
+
+
+def _classifier_setup(batch: int):
+    """The committed Tiny-ImageNet architecture with He-initialized weights, and a random batch."""
+    from dlmie.models import convnet
+    from dlmie.train_classifier import TINY_CONVNET
+
+    params = convnet.init_params(TINY_CONVNET, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, 3, 64, 64)).astype(np.float32)
+    y = rng.integers(0, TINY_CONVNET.num_classes, batch)
+    return TINY_CONVNET, params, x, y
+
+
+def classifier_train_step(batch: int):
+    """Tiny-ImageNet classifier (dlmie.train_classifier.TINY_CONVNET): one SGD-momentum training step.
+
+    Forward in training mode (batch statistics), cross-entropy + L2 on the weights, backward to every
+    parameter, momentum update. Reference: the same network and weights in PyTorch CPU, with
+    weight decay on the same tensors. Images/s = batch / time."""
+    from dlmie.images import Preprocessing
+    from dlmie.train_classifier import Trainer, TrainConfig
+
+    spec, params, x, y = _classifier_setup(batch)
+    config = TrainConfig(batch_size=batch, spec=spec.to_dict())
+    trainer = Trainer(config, params, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
+    net = torch_classifier(spec, params)
+    if net is None:
+        return lambda: trainer.train_step(x, y), {"torch": TORCH_MISSING}
+    import torch
+
+    decayed = [p for name, p in net.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    others = [p for name, p in net.named_parameters() if not (name.endswith("weight") and p.dim() > 1)]
+    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": config.weight_decay},
+                                 {"params": others, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    net.train()
+
+    def torch_step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(xt), yt)
+        loss.backward()
+        optimizer.step()
+
+    return lambda: trainer.train_step(x, y), {"torch": torch_step}
+
+
+def classifier_fwd_inputgrad(batch: int):
+    """Tiny-ImageNet classifier in inference mode: one class score and its gradient w.r.t. the input
+    (a saliency map). Checks that dlmie and torch agree first. Reference: PyTorch CPU, same weights."""
+    from dlmie.images import Preprocessing
+    from dlmie.models.classifier import Classifier
+
+    spec, params, x, _ = _classifier_setup(batch)
+    names = [str(k) for k in range(spec.num_classes)]
+    model = Classifier("bench", spec, params, names, names, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
+    ours = model.gradient_function(lambda scores, activations: scores[:, 7].sum())
+    net = torch_classifier(spec, params)
+    if net is None:
+        return lambda: ours(x), {"torch": TORCH_MISSING}
+    import torch
+
+    net.eval()
+
+    def torch_run():
+        xt = torch.from_numpy(x).requires_grad_()
+        score = net(xt)[:, 7].sum()
+        score.backward()
+        return score.item(), xt.grad.numpy()
+
+    value, grad = ours(x)
+    ref_value, ref_grad = torch_run()
+    assert scaled_error(grad, ref_grad) < AGREEMENT_TOL, "dlmie and torch input gradients disagree"
+    assert abs(value - ref_value) <= AGREEMENT_TOL * max(1.0, abs(ref_value))
+    return lambda: ours(x), {"torch": torch_run}
+
+
 # name -> function of no arguments returning (ours, {reference name: callable or skip reason}).
 BENCHMARKS = {
     "convnet_fwd_inputgrad_b1": functools.partial(convnet_fwd_inputgrad, 1),
@@ -246,6 +357,8 @@ BENCHMARKS = {
     "gemm_1024": functools.partial(gemm, 1024, 1024, 1024),
     # The second conv layer's GEMM at batch 32: (64, 32*3*3) filters @ (288, 32*32*32) columns.
     "gemm_conv2_b32": functools.partial(gemm, 64, 288, 32 * 32 * 32),
+    "classifier_train_step_b128": functools.partial(classifier_train_step, 128),
+    "classifier_fwd_inputgrad_b1": functools.partial(classifier_fwd_inputgrad, 1),
 }
 
 

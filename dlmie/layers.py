@@ -15,6 +15,7 @@ import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
+from dlmie.im2col import BatchNormTrain, Im2Col
 
 
 def scalar(value, dtype):
@@ -93,10 +94,11 @@ def _kernel_size(w):
 def conv2d(x, w, b, stride=1, pad=0):
     """Convolution (cross-correlation, as in every deep-learning framework) by im2col + one GEMM.
 
-    The input is laid out channel-first, (C, N, H, W), so that the stacked windows reshape
-    without a copy into the (C * HH * WW, N * H' * W') column matrix; one GEMM with the
-    (F, C * HH * WW) filter matrix then produces every output at once. The backward pass of
-    the window slicing (col2im) is derived by PyTensor as HH * WW strided accumulations.
+    `dlmie.im2col.Im2Col` (a compiled op, zero padding included) lays every window of the batch
+    out as one column of a (C * HH * WW, N * H' * W') matrix; one GEMM with the
+    (F, C * HH * WW) filter matrix then produces every output at once, channel-first
+    (F, N, H', W'), which is returned as an (N, F, H', W') view. The backward pass is two GEMMs
+    and `Col2Im`, the adjoint of Im2Col, which sums the column gradients back into the pixels.
 
     Inputs:
     - x: (N, C, H, W) images
@@ -111,11 +113,12 @@ def conv2d(x, w, b, stride=1, pad=0):
     n, _, h, width = x.shape
     out_h = _output_size(h, kh, stride, pad)
     out_w = _output_size(width, kw, stride, pad)
-    channels_first = _pad_spatial(x.dimshuffle(1, 0, 2, 3), pad)
-    windows = _windows(channels_first, kh, kw, stride, out_h, out_w)  # (C, HH*WW, N, H', W')
-    columns = windows.reshape((-1, n * out_h * out_w))
+    columns = Im2Col(kh, kw, stride, pad)(x)  # (C * HH * WW, N * H' * W')
     filters = w.reshape((w.shape[0], -1))
-    out = pt.dot(filters, columns) + b.dimshuffle(0, "x")  # (F, N * H' * W')
+    # The bias enters as a rank-1 product b 1^T rather than a broadcast add, so that its
+    # gradient is a matrix-vector product (BLAS) instead of PyTensor's slower row-sum loop.
+    ones = pt.ones((1, columns.shape[1]), dtype=columns.dtype)
+    out = pt.dot(filters, columns) + pt.dot(b.dimshuffle(0, "x"), ones)  # (F, N * H' * W')
     return out.reshape((w.shape[0], n, out_h, out_w)).dimshuffle(1, 0, 2, 3)
 
 
@@ -191,18 +194,28 @@ def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, ep
     def per_feature(v):
         return pt.as_tensor_variable(v).dimshuffle(*pattern)
 
-    if train:
+    def normalize(mean, var):
+        x_hat = (x - per_feature(mean)) / pt.sqrt(per_feature(var) + scalar(eps, x.dtype))
+        return per_feature(gamma) * x_hat + per_feature(beta)
+
+    if not train:
+        return normalize(running_mean, running_var), []
+    gamma, beta = pt.as_tensor_variable(gamma), pt.as_tensor_variable(beta)
+    if x.dtype in ("float32", "float64") and gamma.dtype == beta.dtype == x.dtype:
+        # The same arithmetic as the lines below, as one compiled op (and one for its gradient):
+        # PyTensor's own reductions and fused elementwise loops for these took longer than the
+        # convolutions' GEMMs in a conv net's training step. See dlmie.im2col.BatchNormTrain.
+        out, mean, var = BatchNormTrain(eps)(x, gamma, beta)
+    else:
         mean = x.mean(axis=axes)
         var = pt.sqr(x - per_feature(mean)).mean(axis=axes)
-        keep, new = scalar(momentum, x.dtype), scalar(1 - momentum, x.dtype)
-        updates = [
-            (running_mean, keep * running_mean + new * mean),
-            (running_var, keep * running_var + new * var),
-        ]
-    else:
-        mean, var, updates = running_mean, running_var, []
-    x_hat = (x - per_feature(mean)) / pt.sqrt(per_feature(var) + scalar(eps, x.dtype))
-    return per_feature(gamma) * x_hat + per_feature(beta), updates
+        out = normalize(mean, var)
+    keep, new = scalar(momentum, x.dtype), scalar(1 - momentum, x.dtype)
+    updates = [
+        (running_mean, keep * running_mean + new * mean),
+        (running_var, keep * running_var + new * var),
+    ]
+    return out, updates
 
 
 def dropout(x, p_drop, rng, train):

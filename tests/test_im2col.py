@@ -1,0 +1,253 @@
+"""The compiled ops of dlmie.im2col against NumPy loops, adjointness, and float64 gradient checks."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import dlmie  # noqa: F401
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode
+from dlmie.gradcheck import check_gradients, rel_error
+from dlmie.im2col import BatchNormGrad, BatchNormTrain, Col2Im, Im2Col, output_size
+
+GRAD_TOL = 1e-6
+rng = np.random.default_rng(2024)
+
+# The C implementations (the default CVM mode) and the NumPy `perform`s (Python linker).
+MODES = {"c": None, "python": Mode(linker="py", optimizer="fast_run")}
+
+
+def im2col_loops(x, kh, kw, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    cols = np.zeros((c * kh * kw, n * oh * ow), dtype=x.dtype)
+    for ci, i, j, ni, y, z in itertools.product(range(c), range(kh), range(kw), range(n), range(oh), range(ow)):
+        row, col = y * stride + i - pad, z * stride + j - pad
+        if 0 <= row < h and 0 <= col < w:
+            cols[(ci * kh + i) * kw + j, (ni * oh + y) * ow + z] = x[ni, ci, row, col]
+    return cols
+
+
+def col2im_loops(cols, shape, kh, kw, stride, pad):
+    n, c, h, w = shape
+    oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    x = np.zeros(shape, dtype=cols.dtype)
+    for ci, i, j, ni, y, z in itertools.product(range(c), range(kh), range(kw), range(n), range(oh), range(ow)):
+        row, col = y * stride + i - pad, z * stride + j - pad
+        if 0 <= row < h and 0 <= col < w:
+            x[ni, ci, row, col] += cols[(ci * kh + i) * kw + j, (ni * oh + y) * ow + z]
+    return x
+
+
+# (N, C, H, W), kernel, stride, pad: odd sizes, every stride 1-3 and pad 0-2, kernels 1, 3, 5.
+CASES = [
+    ((2, 3, 7, 9), 3, 1, 1),
+    ((2, 3, 8, 9), 3, 2, 1),
+    ((1, 2, 9, 7), 5, 2, 2),
+    ((3, 1, 5, 6), 3, 1, 0),
+    ((2, 4, 6, 6), 1, 2, 0),
+    ((2, 2, 11, 10), 3, 3, 2),
+    ((1, 3, 5, 5), 5, 1, 2),
+    ((2, 2, 4, 7), 1, 1, 1),
+    ((1, 2, 10, 11), 5, 3, 0),
+]
+
+
+def layouts(x):
+    """The same values as C-contiguous, a transposed (channel-first) view and a strided slice."""
+    yield "contiguous", x, lambda v: v
+    yield "transposed", np.ascontiguousarray(x.transpose(1, 0, 2, 3)), lambda v: v.dimshuffle(1, 0, 2, 3)
+    wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype=x.dtype)
+    wide[..., ::2] = x
+    yield "strided", wide, lambda v: v[..., ::2]
+    yield "flipped", np.ascontiguousarray(x[..., ::-1]), lambda v: v[..., ::-1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape,k,stride,pad", CASES)
+def test_im2col_matches_loops(shape, k, stride, pad, dtype, mode):
+    x = rng.standard_normal(shape).astype(dtype)
+    expected = im2col_loops(x, k, k, stride, pad)
+    for name, stored, view in layouts(x):
+        v = pt.tensor4(dtype=dtype)
+        out = pytensor.function([v], Im2Col(k, k, stride, pad)(view(v)), mode=MODES[mode])(stored)
+        assert out.dtype == dtype and out.shape == expected.shape, name
+        assert np.array_equal(out, expected), name
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape,k,stride,pad", CASES)
+def test_col2im_matches_loops(shape, k, stride, pad, dtype, mode):
+    oh, ow = output_size(shape[2], k, stride, pad), output_size(shape[3], k, stride, pad)
+    cols = rng.standard_normal((shape[1] * k * k, shape[0] * oh * ow)).astype(dtype)
+    expected = col2im_loops(cols, shape, k, k, stride, pad)
+    c = pt.matrix(dtype=dtype)
+    for name, value, expr in [("contiguous", cols, c), ("transposed", np.ascontiguousarray(cols.T), c.T)]:
+        out = pytensor.function([c], Col2Im(k, k, stride, pad)(expr, shape), mode=MODES[mode])(value)
+        assert out.dtype == dtype and out.shape == shape, name
+        tol = 1e-12 if dtype == "float64" else 1e-5
+        assert rel_error(out, expected) < tol, name
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", CASES)
+def test_col2im_is_the_adjoint_of_im2col(shape, k, stride, pad):
+    """<Im2Col(x), c> == <x, Col2Im(c)> for random x and c."""
+    x = rng.standard_normal(shape)
+    v, m = pt.tensor4(dtype="float64"), pt.matrix(dtype="float64")
+    cols_x = pytensor.function([v], Im2Col(k, k, stride, pad)(v))(x)
+    c = rng.standard_normal(cols_x.shape)
+    back = pytensor.function([m], Col2Im(k, k, stride, pad)(m, shape))(c)
+    assert np.vdot(cols_x, c) == pytest.approx(np.vdot(x, back), rel=1e-12)
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", CASES[:5])
+def test_im2col_gradient(shape, k, stride, pad):
+    errors = check_gradients(lambda x: Im2Col(k, k, stride, pad)(x), {"x": rng.standard_normal(shape)})
+    assert errors["x"] < GRAD_TOL
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", CASES[:5])
+def test_col2im_gradient(shape, k, stride, pad):
+    oh, ow = output_size(shape[2], k, stride, pad), output_size(shape[3], k, stride, pad)
+    cols = rng.standard_normal((shape[1] * k * k, shape[0] * oh * ow))
+    errors = check_gradients(lambda c: Col2Im(k, k, stride, pad)(c, shape), {"c": cols})
+    assert errors["c"] < GRAD_TOL
+
+
+def test_second_derivative_through_im2col():
+    """Each op is the other's pullback, so gradients of gradients work too."""
+    x = pt.tensor4(dtype="float64")
+    cols = Im2Col(3, 3, 2, 1)(x)
+    g = pytensor.grad((cols**2).sum(), x)  # Col2Im(2 * cols): 2 * (number of windows) * x
+    gg = pytensor.grad((g**2).sum(), x)  # through Im2Col(Col2Im(...))
+    xv = rng.standard_normal((2, 2, 5, 6))
+    count = pytensor.function([x], Col2Im(3, 3, 2, 1)(Im2Col(3, 3, 2, 1)(pt.ones_like(x)), x.shape))(xv)
+    gv, ggv = pytensor.function([x], [g, gg])(xv)
+    assert rel_error(gv, 2 * count * xv) < 1e-12
+    assert rel_error(ggv, 8 * count**2 * xv) < 1e-12
+
+
+def test_static_shapes_and_errors():
+    x = pt.tensor(dtype="float32", shape=(4, 3, 9, 9))
+    assert Im2Col(3, 3, 2, 1)(x).type.shape == (27, 4 * 5 * 5)
+    assert Col2Im(3, 3, 2, 1)(Im2Col(3, 3, 2, 1)(x), x.shape).type.shape == (4, 3, 9, 9)
+    with pytest.raises(TypeError):
+        Im2Col(3, 3)(pt.matrix())
+    with pytest.raises(TypeError):
+        Im2Col(3, 3)(pt.tensor4(dtype="int32"))
+    with pytest.raises(ValueError):
+        Im2Col(0, 3)
+    v = pt.tensor4(dtype="float64")
+    with pytest.raises(ValueError, match="does not fit"):
+        pytensor.function([v], Im2Col(5, 5)(v))(np.zeros((1, 1, 3, 3)))
+    m = pt.matrix(dtype="float64")
+    with pytest.raises(ValueError, match="do not fit"):
+        pytensor.function([m], Col2Im(3, 3, 1, 1)(m, (1, 1, 4, 4)))(np.zeros((9, 15)))
+
+
+# ---------------------------------------------------------------- batch normalization
+
+
+def batchnorm_reference(x, gamma, beta, eps):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    out = gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) + beta.reshape(shape)
+    return out, mean, var
+
+
+BN_SHAPES = [(6, 5), (4, 3, 5, 7), (5, 4, 1, 1), (3, 2, 4, 4)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batchnorm_train_matches_numpy(shape, mode):
+    x = rng.standard_normal(shape) * 3 + 2
+    gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    expected = batchnorm_reference(x, gamma, beta, 1e-5)
+    v, g, b = pt.tensor(dtype="float64", shape=(None,) * len(shape)), pt.vector(dtype="float64"), pt.vector(dtype="float64")
+    stored, view = x, v
+    if len(shape) == 4:  # a channel-first view, as conv2d produces
+        stored, view = np.ascontiguousarray(x.transpose(1, 0, 2, 3)), v.dimshuffle(1, 0, 2, 3)
+    f = pytensor.function([v, g, b], BatchNormTrain(1e-5)(view, g, b), mode=MODES[mode])
+    for got, want in zip(f(stored, gamma, beta), expected):
+        assert rel_error(got, want) < 1e-10
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batchnorm_ops_on_strided_views(mode):
+    """Views whose image planes are not contiguous take the general loops; same results."""
+    x = rng.standard_normal((3, 4, 5, 12))
+    dy = rng.standard_normal((3, 4, 5, 6))
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    v, d = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
+    g, b = pt.vector(dtype="float64"), pt.vector(dtype="float64")
+    view = v[..., ::-2]  # stride -2 along the width
+    out, mean, var = BatchNormTrain(1e-5)(view, g, b)
+    grads = BatchNormGrad(1e-5)(view, g, mean, var, d[:, :, ::-1])
+    f = pytensor.function([v, d, g, b], [out, mean, var, *grads], mode=MODES[mode])
+    got = f(x, dy, gamma, beta)
+    xs, dys = x[..., ::-2], dy[:, :, ::-1]
+    for a, e in zip(got[:3], batchnorm_reference(xs, gamma, beta, 1e-5)):
+        assert rel_error(a, e) < 1e-10
+    formula = pytensor.function([v, d, g], _grad_formula(v, d, g))
+    for a, e in zip(got[3:], formula(x, dy, gamma)):
+        assert rel_error(a, e) < 1e-10
+
+
+def _grad_formula(v, d, g):
+    from dlmie.im2col import _batchnorm_grad_graph
+
+    xs = v[..., ::-2]
+    mean, var = xs.mean(axis=(0, 2, 3)), xs.var(axis=(0, 2, 3))
+    return list(_batchnorm_grad_graph(xs, g, mean, var, d[:, :, ::-1], 1e-5))
+
+
+def test_batchnorm_output_keeps_the_memory_order():
+    """A channel-first input gives a channel-first output, and so does the gradient."""
+    x = np.ascontiguousarray(rng.standard_normal((3, 4, 5, 6)).astype("float32").transpose(1, 0, 2, 3))
+    v = pt.tensor4(dtype="float32")
+    g = pt.vector(dtype="float32")
+    out, _, _ = BatchNormTrain(1e-5)(v.dimshuffle(1, 0, 2, 3), g, g)
+    dx = pytensor.grad((out**2).sum(), v)
+    f = pytensor.function([v, g], [out, dx])
+    o, d = f(x, np.ones(4, "float32"))
+    assert o.dtype == np.float32 and o.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert d.flags.c_contiguous  # the gradient of the channel-first input: stored channel-first
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batchnorm_train_gradients(shape):
+    rng = np.random.default_rng(4)  # finite differences of batch norm are touchy: a seed with margin
+    def build(x, gamma, beta):
+        out, mean, var = BatchNormTrain(1e-5)(x, gamma, beta)
+        # Every output gets a gradient: out, and mean and var as the running statistics would.
+        return out + 0.3 * mean.dimshuffle(("x", 0) + ("x",) * (x.ndim - 2)) - 0.7 * var.dimshuffle(("x", 0) + ("x",) * (x.ndim - 2))
+
+    errors = check_gradients(build, {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(shape[1]),
+                                     "beta": rng.standard_normal(shape[1])})
+    for name, err in errors.items():
+        assert err < GRAD_TOL, (name, err)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 2, 3, 4)])
+def test_batchnorm_grad_op_gradients(shape):
+    """BatchNormGrad's own pullback (second derivatives of batch norm)."""
+    rng = np.random.default_rng(4)  # finite differences of batch norm are touchy: a seed with margin
+    mean_var = lambda x: (x.mean(axis=(0,) if x.ndim == 2 else (0, 2, 3)),  # noqa: E731
+                          x.var(axis=(0,) if x.ndim == 2 else (0, 2, 3)))
+
+    def build(x, gamma, dy):
+        mean, var = mean_var(x)
+        dx, dgamma, dbeta = BatchNormGrad(1e-5)(x, gamma, mean, var, dy)
+        return dx * 1.5 + (dgamma - 2 * dbeta).sum()
+
+    errors = check_gradients(build, {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(shape[1]),
+                                     "dy": rng.standard_normal(shape)})
+    for name, err in errors.items():
+        assert err < GRAD_TOL, (name, err)
