@@ -594,7 +594,8 @@ class _BatchNormOp(COp):
     def _c_check_channels(self, x, vectors, fail):
         checks = "\n".join(
             f"""if (PyArray_DIMS({v})[0] != PyArray_DIMS({x})[1]) {{
-                PyErr_SetString(PyExc_ValueError, "{type(self).__name__}: a per-channel vector does not match the channels");
+                PyErr_SetString(PyExc_ValueError,
+                                "{type(self).__name__}: a per-channel vector does not match the channels");
                 {fail}
             }}"""
             for v in vectors
@@ -739,7 +740,9 @@ class BatchNormGrad(_BatchNormOp):
         # One scalar <formula, cotangents> rather than known gradients of each output: dx is
         # computed from dgamma and dbeta, whose given gradients would replace, not add to, the
         # part that flows back from dx.
-        cost = sum((f * g).sum() for f, g in zip(formula, cotangents) if not isinstance(g.type, DisconnectedType))
+        cost = sum(
+            (f * g).sum() for f, g in zip(formula, cotangents) if not isinstance(g.type, DisconnectedType)
+        )
         grads = pytensor.grad(cost, stand_ins, disconnected_inputs="ignore", return_disconnected="zero")
         return clone_replace(grads, replace=dict(zip(stand_ins, inputs)))
 

@@ -23,7 +23,7 @@ def im2col_loops(x, kh, kw, stride, pad):
     n, c, h, w = x.shape
     oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
     cols = np.zeros((c * kh * kw, n * oh * ow), dtype=x.dtype)
-    for ci, i, j, ni, y, z in itertools.product(range(c), range(kh), range(kw), range(n), range(oh), range(ow)):
+    for ci, i, j, ni, y, z in itertools.product(*map(range, (c, kh, kw, n, oh, ow))):
         row, col = y * stride + i - pad, z * stride + j - pad
         if 0 <= row < h and 0 <= col < w:
             cols[(ci * kh + i) * kw + j, (ni * oh + y) * ow + z] = x[ni, ci, row, col]
@@ -34,7 +34,7 @@ def col2im_loops(cols, shape, kh, kw, stride, pad):
     n, c, h, w = shape
     oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
     x = np.zeros(shape, dtype=cols.dtype)
-    for ci, i, j, ni, y, z in itertools.product(range(c), range(kh), range(kw), range(n), range(oh), range(ow)):
+    for ci, i, j, ni, y, z in itertools.product(*map(range, (c, kh, kw, n, oh, ow))):
         row, col = y * stride + i - pad, z * stride + j - pad
         if 0 <= row < h and 0 <= col < w:
             x[ni, ci, row, col] += cols[(ci * kh + i) * kw + j, (ni * oh + y) * ow + z]
@@ -157,7 +157,8 @@ def batchnorm_reference(x, gamma, beta, eps):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = x.mean(axis=axes)
     var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
-    out = gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) + beta.reshape(shape)
+    x_hat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    out = gamma.reshape(shape) * x_hat + beta.reshape(shape)
     return out, mean, var
 
 
@@ -170,7 +171,8 @@ def test_batchnorm_train_matches_numpy(shape, mode):
     x = rng.standard_normal(shape) * 3 + 2
     gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
     expected = batchnorm_reference(x, gamma, beta, 1e-5)
-    v, g, b = pt.tensor(dtype="float64", shape=(None,) * len(shape)), pt.vector(dtype="float64"), pt.vector(dtype="float64")
+    v = pt.tensor(dtype="float64", shape=(None,) * len(shape))
+    g, b = pt.vector(dtype="float64"), pt.vector(dtype="float64")
     stored, view = x, v
     if len(shape) == 4:  # a channel-first view, as conv2d produces
         stored, view = np.ascontiguousarray(x.transpose(1, 0, 2, 3)), v.dimshuffle(1, 0, 2, 3)
@@ -227,7 +229,8 @@ def test_batchnorm_train_gradients(shape):
     def build(x, gamma, beta):
         out, mean, var = BatchNormTrain(1e-5)(x, gamma, beta)
         # Every output gets a gradient: out, and mean and var as the running statistics would.
-        return out + 0.3 * mean.dimshuffle(("x", 0) + ("x",) * (x.ndim - 2)) - 0.7 * var.dimshuffle(("x", 0) + ("x",) * (x.ndim - 2))
+        per_channel = ("x", 0) + ("x",) * (x.ndim - 2)
+        return out + 0.3 * mean.dimshuffle(per_channel) - 0.7 * var.dimshuffle(per_channel)
 
     errors = check_gradients(build, {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(shape[1]),
                                      "beta": rng.standard_normal(shape[1])})
@@ -239,11 +242,10 @@ def test_batchnorm_train_gradients(shape):
 def test_batchnorm_grad_op_gradients(shape):
     """BatchNormGrad's own pullback (second derivatives of batch norm)."""
     rng = np.random.default_rng(4)  # finite differences of batch norm are touchy: a seed with margin
-    mean_var = lambda x: (x.mean(axis=(0,) if x.ndim == 2 else (0, 2, 3)),  # noqa: E731
-                          x.var(axis=(0,) if x.ndim == 2 else (0, 2, 3)))
 
     def build(x, gamma, dy):
-        mean, var = mean_var(x)
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
         dx, dgamma, dbeta = BatchNormGrad(1e-5)(x, gamma, mean, var, dy)
         return dx * 1.5 + (dgamma - 2 * dbeta).sum()
 
