@@ -39,7 +39,6 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
-from dlmie.gradcheck import rel_error
 
 TORCH_MISSING = "skipped (pip install torch)"
 AGREEMENT_TOL = 1e-4
@@ -324,11 +323,11 @@ def classifier_fwd_inputgrad(batch: int):
     """Tiny-ImageNet classifier in inference mode: one class score and its gradient w.r.t. the input
     (a saliency map). Checks that dlmie and torch agree first. Reference: PyTorch CPU, same weights."""
     from dlmie.images import Preprocessing
-    from dlmie.models.classifier import Classifier
+    from dlmie.models.classifier import convnet_classifier
 
     spec, params, x, _ = _classifier_setup(batch)
     names = [str(k) for k in range(spec.num_classes)]
-    model = Classifier("bench", spec, params, names, names, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
+    model = convnet_classifier("bench", spec, params, names, names, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
     ours = model.gradient_function(lambda scores, activations: scores[:, 7].sum())
     net = torch_classifier(spec, params)
     if net is None:
@@ -350,6 +349,48 @@ def classifier_fwd_inputgrad(batch: int):
     return lambda: ours(x), {"torch": torch_run}
 
 
+def vgg16_features(batch: int):
+    """VGG-16 conv5_3 features (the 14 x 14 x 512 grid captioning attends over), 224 x 224 input, forward only.
+
+    He-initialized weights in the real file's shapes (the timing does not depend on their values).
+    Reference: the same 13 convolutions, ReLUs and max pools in PyTorch CPU, same weights.
+    Images/s = batch / time."""
+    from dlmie.models import vgg16
+
+    rng = np.random.default_rng(0)
+    params = {}
+    for name, _, c_in, c_out in vgg16.conv_layers():
+        params[f"{name}.W"] = (rng.standard_normal((c_out, c_in, 3, 3)) * np.sqrt(2 / (9 * c_in))).astype(np.float32)
+        params[f"{name}.b"] = np.zeros(c_out, np.float32)
+    images = pt.tensor4("images")
+    _, activations = vgg16.forward(L.shared_params(params), images)
+    ours = pytensor.function([images], activations["conv5_3"])
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return lambda: ours(x), {"torch": TORCH_MISSING}
+    modules = []
+    for block, (_, count) in enumerate(vgg16.BLOCKS, start=1):
+        for c in range(1, count + 1):
+            w = params[f"conv{block}_{c}.W"]
+            conv = nn.Conv2d(w.shape[1], w.shape[0], 3, 1, 1)
+            conv.weight = nn.Parameter(torch.from_numpy(w))
+            conv.bias = nn.Parameter(torch.from_numpy(params[f"conv{block}_{c}.b"]))
+            modules += [conv, nn.ReLU()]
+        if block < len(vgg16.BLOCKS):
+            modules.append(nn.MaxPool2d(2))
+    torch_net = nn.Sequential(*modules).eval()
+
+    def torch_run():
+        with torch.no_grad():
+            return torch_net(torch.from_numpy(x)).numpy()
+
+    assert scaled_error(ours(x), torch_run()) < AGREEMENT_TOL, "dlmie and torch VGG-16 features disagree"
+    return lambda: ours(x), {"torch": torch_run}
+
+
 # name -> function of no arguments returning (ours, {reference name: callable or skip reason}).
 BENCHMARKS = {
     "convnet_fwd_inputgrad_b1": functools.partial(convnet_fwd_inputgrad, 1),
@@ -359,6 +400,7 @@ BENCHMARKS = {
     "gemm_conv2_b32": functools.partial(gemm, 64, 288, 32 * 32 * 32),
     "classifier_train_step_b128": functools.partial(classifier_train_step, 128),
     "classifier_fwd_inputgrad_b1": functools.partial(classifier_fwd_inputgrad, 1),
+    "vgg16_features_b16": functools.partial(vgg16_features, 16),
 }
 
 

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     failed = 0
     for path in args.images:
         try:
-            image = load_image(path, size=model.spec.input_size)
+            image = load_image(path, size=model.input_size)
         except (ValueError, FileNotFoundError) as err:
             print(f"{path}: error: {err}", file=sys.stderr)
             failed += 1
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         probs = model.probabilities(image[None])[0]
         print(path)
         for k in np.argsort(-probs)[: args.top]:
-            print(f"  {probs[k]:6.1%}  {model.class_names[k]} ({model.wnids[k]})")
+            print(f"  {probs[k]:6.1%}  {model.class_names[k]} ({model.class_ids[k]})")
     return 1 if failed else 0
 
 

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = load_classifier(args.model)
     split = load_split(args.data, "val", cache=False)
-    if list(split.wnids) != model.wnids:
+    if list(split.wnids) != model.class_ids:
         print(f"error: the classes of {args.data}/wnids.txt differ from the model's ({model.name})", file=sys.stderr)
         return 2
     top1, top5 = accuracy(model.probabilities, split.images, split.labels)

@@ -113,10 +113,13 @@ def layer_checks(seed: int = 0) -> list:
     return [
         ("affine", L.affine, {"x": normal((3, 2, 4)), "w": normal((8, 5)), "b": normal(5)}),
         ("relu", L.relu, {"x": relu_input}),
+        ("relu6", L.relu6, {"x": relu_input * 4 + np.where(np.abs(relu_input * 4 - 6) < 1e-2, 0.5, 0)}),
         ("conv2d stride 1 pad 1", lambda x, w, b: L.conv2d(x, w, b, 1, 1),
          {"x": normal((2, 3, 7, 9)), "w": normal((4, 3, 3, 3)), "b": normal(4)}),
         ("conv2d stride 2 pad 2", lambda x, w, b: L.conv2d(x, w, b, 2, 2),
          {"x": normal((1, 2, 9, 7)), "w": normal((3, 2, 5, 5)), "b": normal(3)}),
+        ("depthwise_conv2d stride 2 pad (0,1,0,1)", lambda x, w, b: L.depthwise_conv2d(x, w, b, 2, (0, 1, 0, 1)),
+         {"x": normal((2, 3, 8, 7)), "w": normal((3, 1, 3, 3)), "b": normal(3)}),
         ("max_pool 2x2", L.max_pool, {"x": normal((2, 3, 7, 9))}),
         ("max_pool 3x3 stride 2 pad 1", lambda x: L.max_pool(x, 3, 2, 1), {"x": normal((2, 2, 7, 7))}),
         ("avg_pool 3x3 stride 2", lambda x: L.avg_pool(x, 3, 2), {"x": normal((1, 2, 9, 8))}),

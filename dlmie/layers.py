@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
 import pytensor.tensor as pt
-from dlmie.im2col import BatchNormTrain, Im2Col
+from dlmie.kernels import BatchNormTrain, Im2Col
 
 
 def scalar(value, dtype):
@@ -28,6 +29,15 @@ def scalar(value, dtype):
     if isinstance(value, (int, float, np.number)):
         return pt.constant(np.asarray(value, dtype=dtype))
     return pt.cast(value, dtype)
+
+
+def shared_params(arrays: dict) -> dict:
+    """NumPy arrays -> shared variables named after their keys, with static shapes (conv2d reads
+    the kernel size from the static shape)."""
+    return {
+        name: pytensor.shared(np.asarray(value), name=name, shape=np.shape(value))
+        for name, value in arrays.items()
+    }
 
 
 def affine(x, w, b):
@@ -48,14 +58,29 @@ def relu(x):
     return pt.maximum(x, 0)
 
 
-def _pad_spatial(x, pad, value=0.0):
-    """Pad the last two axes of a 4-D tensor by `pad` on each side with `value`."""
-    if pad == 0:
+def relu6(x):
+    """min(max(x, 0), 6), MobileNet's activation; any shape in, same shape out."""
+    return pt.minimum(pt.maximum(x, 0), 6)
+
+
+def pad2d(x, pad, value=0.0):
+    """Pad the height and width axes of a 4-D tensor with a constant.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - pad: an int (the same on every side) or (top, bottom, left, right); TensorFlow's "SAME"
+      padding of a stride-2 layer is asymmetric, e.g. (0, 1, 0, 1)
+    - value: the fill value (-inf for max pooling)
+    Returns:
+    - (N, C, H + top + bottom, W + left + right)
+    """
+    top, bottom, left, right = (pad,) * 4 if np.ndim(pad) == 0 else pad
+    if top == bottom == left == right == 0:
         return x
     # Not pt.pad: under floatX=float32 it rounds float64 input through float32 (PyTensor 3.0.7).
     a, b, h, w = x.shape
-    canvas = pt.alloc(pt.constant(value, dtype=x.dtype), a, b, h + 2 * pad, w + 2 * pad)
-    return pt.set_subtensor(canvas[:, :, pad : pad + h, pad : pad + w], x)
+    canvas = pt.alloc(pt.constant(value, dtype=x.dtype), a, b, h + top + bottom, w + left + right)
+    return pt.set_subtensor(canvas[:, :, top : top + h, left : left + w], x)
 
 
 def _output_size(size, window, stride, pad):
@@ -94,7 +119,7 @@ def _kernel_size(w):
 def conv2d(x, w, b, stride=1, pad=0):
     """Convolution (cross-correlation, as in every deep-learning framework) by im2col + one GEMM.
 
-    `dlmie.im2col.Im2Col` (a compiled op, zero padding included) lays every window of the batch
+    `dlmie.kernels.Im2Col` (a compiled op, zero padding included) lays every window of the batch
     out as one column of a (C * HH * WW, N * H' * W') matrix; one GEMM with the
     (F, C * HH * WW) filter matrix then produces every output at once, channel-first
     (F, N, H', W'), which is returned as an (N, F, H', W') view. The backward pass is two GEMMs
@@ -122,6 +147,35 @@ def conv2d(x, w, b, stride=1, pad=0):
     return out.reshape((w.shape[0], n, out_h, out_w)).dimshuffle(1, 0, 2, 3)
 
 
+def depthwise_conv2d(x, w, b, stride=1, pad=0):
+    """Depthwise convolution (MobileNet): each channel is filtered by its own HH x WW kernel.
+
+    Written as a sum of HH * WW strided views of the padded input, each scaled by one kernel
+    tap per channel; PyTensor fuses the sum into one elementwise loop. A depthwise layer does
+    C * HH * WW multiply-adds per pixel against a full convolution's C * F * HH * WW, so there is
+    no GEMM worth forming.
+
+    Inputs:
+    - x: (N, C, H, W) images
+    - w: (C, 1, HH, WW) filters (PyTorch's layout for groups = C), HH and WW known statically
+    - b: (C,) biases
+    - stride: step between windows, the same along height and width
+    - pad: an int, or (top, bottom, left, right) as in `pad2d`
+    Returns:
+    - out: (N, C, H', W') with H' = (H + top + bottom - HH) // stride + 1, likewise W'
+    """
+    kh, kw = _kernel_size(w)
+    xp = pad2d(x, pad)
+    out_h = (xp.shape[2] - kh) // stride + 1
+    out_w = (xp.shape[3] - kw) // stride + 1
+    out = b.dimshuffle("x", 0, "x", "x")
+    for i in range(kh):
+        for j in range(kw):
+            view = xp[:, :, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+            out = out + view * w[:, 0, i, j].dimshuffle("x", 0, "x", "x")
+    return out
+
+
 def _pool(x, size, stride, pad, mode):
     if mode not in ("max", "avg"):
         raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
@@ -129,7 +183,7 @@ def _pool(x, size, stride, pad, mode):
     n, c, h, w = x.shape
     out_h = _output_size(h, size, stride, pad)
     out_w = _output_size(w, size, stride, pad)
-    padded = _pad_spatial(x, pad, float("-inf") if mode == "max" else 0.0)
+    padded = pad2d(x, pad, float("-inf") if mode == "max" else 0.0)
     reduce = pt.max if mode == "max" else pt.mean
     if stride == size:
         # Non-overlapping windows: crop to whole windows and reshape, no copies of the input.
@@ -204,7 +258,7 @@ def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, ep
     if x.dtype in ("float32", "float64") and gamma.dtype == beta.dtype == x.dtype:
         # The same arithmetic as the lines below, as one compiled op (and one for its gradient):
         # PyTensor's own reductions and fused elementwise loops for these took longer than the
-        # convolutions' GEMMs in a conv net's training step. See dlmie.im2col.BatchNormTrain.
+        # convolutions' GEMMs in a conv net's training step. See dlmie.kernels.BatchNormTrain.
         out, mean, var = BatchNormTrain(eps)(x, gamma, beta)
     else:
         mean = x.mean(axis=axes)

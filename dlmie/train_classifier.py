@@ -97,7 +97,7 @@ class Trainer:
         self.config = config
         self.spec = convnet.ConvNetSpec.from_dict(config.spec)
         self.preprocessing = preprocessing
-        self.params = convnet.shared_params(weights)
+        self.params = L.shared_params(weights)
         trainable = [p for name, p in self.params.items() if convnet.is_trainable(name)]
         decayed = [p for name, p in self.params.items() if name.endswith(".W")]
 

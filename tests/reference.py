@@ -19,6 +19,23 @@ def conv2d(x, w, b, stride, pad):
     return out
 
 
+def depthwise_conv2d(x, w, b, stride, pads):
+    """pads: (top, bottom, left, right); w: (C, 1, HH, WW)."""
+    top, bottom, left, right = pads
+    n, c, h, width = x.shape
+    _, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    out_h = (h + top + bottom - kh) // stride + 1
+    out_w = (width + left + right - kw) // stride + 1
+    out = np.zeros((n, c, out_h, out_w))
+    for k in range(c):
+        for y in range(out_h):
+            for z in range(out_w):
+                window = xp[:, k, y * stride : y * stride + kh, z * stride : z * stride + kw]
+                out[:, k, y, z] = np.sum(window * w[k, 0], axis=(1, 2)) + b[k]
+    return out
+
+
 def pool(x, size, stride, pad, mode):
     n, c, h, w = x.shape
     fill = -np.inf if mode == "max" else 0.0

@@ -55,7 +55,7 @@ def test_inference_forward_matches_numpy():
         params = random_params(spec)
         x = np.random.default_rng(1).standard_normal((2, 3, spec.input_size, spec.input_size))
         xv = pt.tensor4("x", dtype="float64")
-        scores, activations, updates = convnet.forward(spec, convnet.shared_params(params), xv, train=False)
+        scores, activations, updates = convnet.forward(spec, L.shared_params(params), xv, train=False)
         assert updates == [] and list(activations) == spec.layer_names()
         ours = pytensor.function([xv], scores)(x)
         assert rel_error(ours, numpy_forward(spec, params, x)) < 1e-9
@@ -68,7 +68,7 @@ def test_training_loss_gradient():
     inputs = {"x": rng.standard_normal((4, 3, 9, 9)), "y": rng.integers(0, 3, 4), **{n: params[n] for n in checked}}
 
     def loss(x, y, **given):
-        scores, _, _ = convnet.forward(SPEC, {**convnet.shared_params(params), **given}, x, train=True)
+        scores, _, _ = convnet.forward(SPEC, {**L.shared_params(params), **given}, x, train=True)
         return L.softmax_cross_entropy(scores, y)
 
     errors = check_gradients(loss, inputs)

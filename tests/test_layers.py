@@ -72,6 +72,38 @@ def test_conv2d_needs_static_kernel_size():
         L.conv2d(pt.tensor4("x"), pt.tensor4("w"), pt.vector("b"))
 
 
+DEPTHWISE_CASES = [
+    # (N, C, H, W), kernel, stride, (top, bottom, left, right)
+    ((2, 3, 7, 7), 3, 1, (1, 1, 1, 1)),
+    ((2, 4, 8, 8), 3, 2, (0, 1, 0, 1)),  # TensorFlow "SAME" at stride 2
+    ((1, 2, 9, 6), 5, 2, (2, 2, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("xshape,k,stride,pads", DEPTHWISE_CASES)
+def test_depthwise_conv2d_matches_numpy_and_gradients(xshape, k, stride, pads):
+    x = rng.standard_normal(xshape)
+    w = rng.standard_normal((xshape[1], 1, k, k))
+    b = rng.standard_normal(xshape[1])
+    ours = evaluate(lambda x, w, b: L.depthwise_conv2d(x, w, b, stride, pads), x=x, w=w, b=b)
+    expected = reference.depthwise_conv2d(x, w, b, stride, pads)
+    assert ours.shape == expected.shape
+    assert rel_error(ours, expected) < 1e-10
+    assert_gradients(lambda x, w, b: L.depthwise_conv2d(x, w, b, stride, pads), x=x, w=w, b=b)
+
+
+def test_pad2d_asymmetric():
+    x = rng.standard_normal((1, 2, 3, 4))
+    out = evaluate(lambda x: L.pad2d(x, (0, 1, 2, 3), value=-1.0), x=x)
+    expected = np.pad(x, ((0, 0), (0, 0), (0, 1), (2, 3)), constant_values=-1.0)
+    assert np.array_equal(out, expected)
+
+
+def test_relu6():
+    x = np.array([-2.0, 0.0, 3.0, 6.0, 9.0])
+    assert np.array_equal(evaluate(L.relu6, x=x), [0, 0, 3, 6, 6])
+
+
 POOL_CASES = [
     # (N, C, H, W), size, stride, pad
     ((2, 3, 8, 8), 2, 2, 0),

@@ -15,11 +15,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor
-import pytensor.tensor as pt
-from dlmie import checkpoint
+from dlmie import checkpoint, layers as L
 from dlmie.images import Preprocessing
 from dlmie.models import convnet
+from dlmie.models.network import Network
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = "tiny_convnet"
@@ -35,52 +34,15 @@ CS231N_SPEC = convnet.ConvNetSpec(
 )
 
 
-class Classifier:
-    """Inference-mode classifier (batch norm uses its stored statistics).
+def convnet_classifier(name, spec: convnet.ConvNetSpec, weights: dict, class_names, wnids,
+                       preprocessing: Preprocessing) -> Network:
+    """A `Network` of the conv-net family in inference mode; activations conv1.., fc1.., scores."""
+    def build(x, params):
+        scores, activations, _ = convnet.forward(spec, params, x, train=False)
+        return scores, activations
 
-    Attributes:
-    - name, spec (ConvNetSpec), preprocessing (Preprocessing)
-    - class_names, wnids: lists of length num_classes
-    - params: name -> shared variable (float32)
-    - x: the symbolic input (N, 3, H, W); scores (N, num_classes); activations: layer name -> tensor
-    """
-
-    def __init__(self, name, spec, weights: dict, class_names, wnids, preprocessing: Preprocessing):
-        self.name, self.spec, self.preprocessing = name, spec, preprocessing
-        self.class_names, self.wnids = list(class_names), list(wnids)
-        if len(self.class_names) != spec.num_classes:
-            raise ValueError(f"{name}: {len(self.class_names)} class names for {spec.num_classes} classes")
-        self.params = convnet.shared_params({k: np.asarray(v, np.float32) for k, v in weights.items()})
-        self.x = pt.tensor4("x")
-        self.scores, self.activations, _ = convnet.forward(spec, self.params, self.x, train=False)
-        self._scores_fn = None
-
-    def class_scores(self, x: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) preprocessed float32 -> (N, num_classes) scores (compiled once)."""
-        if self._scores_fn is None:
-            self._scores_fn = pytensor.function([self.x], self.scores)
-        return self._scores_fn(np.asarray(x, np.float32))
-
-    def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB images of the model's input size -> (N, num_classes) softmax."""
-        out = []
-        for start in range(0, len(images), batch_size):
-            scores = self.class_scores(self.preprocessing(images[start : start + batch_size]))
-            e = np.exp(scores - scores.max(axis=1, keepdims=True))
-            out.append(e / e.sum(axis=1, keepdims=True))
-        return np.concatenate(out)
-
-    def gradient_function(self, objective, *extra_inputs):
-        """Compile (x, *extra) -> (objective value, d objective / d x).
-
-        Inputs:
-        - objective: function(scores, activations, *extra_inputs) -> symbolic scalar, where
-          scores is (N, num_classes) and activations maps layer names to tensors
-        - extra_inputs: symbolic variables the objective reads (a class index, a target feature)
-        Returns a compiled function; x is (N, 3, H, W) float32.
-        """
-        value = objective(self.scores, self.activations, *extra_inputs)
-        return pytensor.function([self.x, *extra_inputs], [value, pytensor.grad(value, self.x)])
+    params = L.shared_params({k: np.asarray(v, np.float32) for k, v in weights.items()})
+    return Network(name, params, build, spec.input_size, preprocessing, class_names, wnids)
 
 
 def accuracy(scores_of, images: np.ndarray, labels: np.ndarray, batch_size: int = 250) -> tuple[float, float]:
@@ -100,16 +62,16 @@ def accuracy(scores_of, images: np.ndarray, labels: np.ndarray, batch_size: int 
     return top1 / len(images), top5 / len(images)
 
 
-def load_npz(path) -> Classifier:
+def load_npz(path) -> Network:
     """A model file written by `python -m dlmie.train_classifier --export` (dlmie checkpoint)."""
     arrays, meta = checkpoint.load(path)
     if meta.get("kind") != "convnet":
         raise ValueError(f"{path} is a dlmie checkpoint but not a classifier model (kind={meta.get('kind')!r})")
-    return Classifier(Path(path).stem, convnet.ConvNetSpec.from_dict(meta["spec"]), arrays,
-                      meta["class_names"], meta["wnids"], Preprocessing(**meta["preprocessing"]))
+    return convnet_classifier(Path(path).stem, convnet.ConvNetSpec.from_dict(meta["spec"]), arrays,
+                              meta["class_names"], meta["wnids"], Preprocessing(**meta["preprocessing"]))
 
 
-def load_cs231n_h5(path, wnids, class_names) -> Classifier:
+def load_cs231n_h5(path, wnids, class_names) -> Network:
     """cs231n's pretrained_model.h5: W1..W11, b1..b11, gamma1..10, beta1..10, running_mean1..10,
     running_var1..10 (blocks 1-9 conv, 10 the hidden affine, 11 the scores). Affine weights may
     be stored (in, out) or transposed; the shapes decide. Its inputs were 0-255 pixels minus
@@ -136,10 +98,10 @@ def load_cs231n_h5(path, wnids, class_names) -> Classifier:
                     raise ValueError(f"{path}: {key} has shape {value.shape}, expected {shape}")
                 weights[f"{block}.{field}"] = value
     preprocessing = Preprocessing(mean=(0.480, 0.448, 0.398), std=(1 / 255, 1 / 255, 1 / 255))
-    return Classifier("cs231n", spec, weights, class_names, wnids, preprocessing)
+    return convnet_classifier("cs231n", spec, weights, class_names, wnids, preprocessing)
 
 
-def load_classifier(name: str = DEFAULT_MODEL) -> Classifier:
+def load_classifier(name: str = DEFAULT_MODEL) -> Network:
     """A classifier by name: "tiny_convnet" (committed with the repository), "cs231n", or a path."""
     if name == "cs231n":
         from dlmie.data import dataset_path

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor
 from dlmie import layers as L
 
 
@@ -89,14 +88,6 @@ def init_params(spec: ConvNetSpec, seed: int = 0, dtype="float32") -> dict:
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
-def shared_params(arrays: dict) -> dict:
-    """NumPy arrays -> shared variables with static shapes (conv2d needs the kernel size)."""
-    return {
-        name: pytensor.shared(np.asarray(value), name=name, shape=np.shape(value))
-        for name, value in arrays.items()
-    }
-
-
 def is_trainable(name: str) -> bool:
     """Running batch-norm statistics are state, not parameters: the optimizer leaves them alone."""
     return not name.endswith((".running_mean", ".running_var"))
@@ -107,7 +98,7 @@ def forward(spec: ConvNetSpec, params: dict, x, train: bool):
 
     Inputs:
     - spec: the architecture
-    - params: name -> shared variable (or any tensor), as made by `shared_params(init_params(spec))`
+    - params: name -> shared variable (or any tensor), as made by `layers.shared_params(init_params(spec))`
     - x: (N, 3, H, W) preprocessed images, H = W = spec.input_size
     - train: batch statistics and running-statistic updates (True) or running statistics (False)
     Returns:
