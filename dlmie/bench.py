@@ -349,6 +349,85 @@ def classifier_fwd_inputgrad(batch: int):
     return lambda: ours(x), {"torch": torch_run}
 
 
+# One class-visualization step's regularizers (Yosinski et al. 2015, all of them, blurring every step).
+CLASSVIS_REGULARIZERS = {"decay": 0.01, "blur_sigma": 0.5, "norm_percentile": 10, "contribution_percentile": 10,
+                         "jitter": 4}
+
+
+def torch_classvis_step(net, k: int, lr: float, low: np.ndarray, high: np.ndarray):
+    """The step of `dlmie.vis.ascent.ascend` with `dlmie.vis.transforms.yosinski(CLASSVIS_REGULARIZERS)`,
+    written as a PyTorch user would: (x, (dy, dx)) -> the next x, NumPy in and out.
+
+    The blur pads symmetrically (scipy's "reflect", which torch's padding modes lack) with scipy's
+    kernel: sigma 0.5 truncated at 4 sigma."""
+    import torch
+    import torch.nn.functional as F
+
+    r = CLASSVIS_REGULARIZERS
+    radius = int(4 * r["blur_sigma"] + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / r["blur_sigma"]) ** 2)
+    kernel = torch.from_numpy((taps / taps.sum()).astype(np.float32))
+    low_t, high_t = (torch.from_numpy(v)[None, :, None, None] for v in (low, high))
+
+    def blur(x):
+        for axis in (2, 3):
+            n = x.shape[axis]
+            x = torch.cat([x.narrow(axis, 0, radius).flip(axis), x, x.narrow(axis, n - radius, radius).flip(axis)], axis)
+            weight = kernel.view(1, 1, -1, 1) if axis == 2 else kernel.view(1, 1, 1, -1)
+            x = F.conv2d(x, weight.repeat(x.shape[1], 1, 1, 1), groups=x.shape[1])
+        return x
+
+    def zero_below(x, score, percentile):
+        threshold = torch.quantile(score.flatten(1), percentile / 100, dim=1)
+        return x * (score >= threshold[:, None, None])[:, None]
+
+    def step(x, shift):
+        view = torch.roll(torch.from_numpy(x), shift, (2, 3)).requires_grad_()
+        net(view)[:, k].sum().backward()
+        with torch.no_grad():
+            g = torch.roll(view.grad, (-shift[0], -shift[1]), (2, 3))
+            g = g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
+            x = (torch.from_numpy(x) + lr * g) * (1 - r["decay"])
+            x = blur(x)
+            x = zero_below(x, x.pow(2).sum(1).sqrt(), r["norm_percentile"])
+            x = zero_below(x, (x * g).sum(1).abs(), r["contribution_percentile"])
+            return torch.maximum(torch.minimum(x, high_t), low_t).numpy()
+
+    return step
+
+
+def classvis_step(batch: int):
+    """Class visualization: one step of the ascent loop (dlmie.vis.ascent.ascend) on the Tiny-ImageNet
+    classifier's architecture: jitter, forward, gradient of one class score w.r.t. the image, normalized
+    update, then L2 decay, blur, clipping of small-norm and small-contribution pixels and of the range.
+    Reference: the same step in PyTorch CPU (network and regularizers in torch), same weights; checks
+    that both steps agree first."""
+    from dlmie.images import Preprocessing, random_shift
+    from dlmie.models.classifier import convnet_classifier
+    from dlmie.vis.ascent import ascend
+    from dlmie.vis.objectives import class_score
+    from dlmie.vis.transforms import yosinski
+
+    spec, params, x, _ = _classifier_setup(batch)
+    names = [str(k) for k in range(spec.num_classes)]
+    preprocessing = Preprocessing(mean=(0.48, 0.45, 0.39), std=(0.28, 0.27, 0.28))
+    model = convnet_classifier("bench", spec, params, names, names, preprocessing)
+    x = preprocessing.clip(x)
+    objective, lr = class_score(7), 0.05
+
+    def ours(seed=0):
+        transforms = yosinski(preprocessing, blur_every=1, seed=seed, **CLASSVIS_REGULARIZERS)
+        return ascend(model, objective, x, 1, lr, transforms, progress=False).x
+
+    net = torch_classifier(spec, params)
+    if net is None:
+        return ours, {"torch": TORCH_MISSING}
+    net.eval()
+    torch_step = torch_classvis_step(net, 7, lr, *preprocessing.valid_range())
+    shift = random_shift(CLASSVIS_REGULARIZERS["jitter"], np.random.default_rng(0))  # the shift of ours(seed=0)
+    assert scaled_error(ours(), torch_step(x, shift)) < AGREEMENT_TOL, "dlmie and torch class-visualization steps disagree"
+    return ours, {"torch": lambda: torch_step(x, shift)}
+
 def vgg16_features(batch: int):
     """VGG-16 conv5_3 features (the 14 x 14 x 512 grid captioning attends over), 224 x 224 input, forward only.
 
@@ -391,6 +470,133 @@ def vgg16_features(batch: int):
     return lambda: ours(x), {"torch": torch_run}
 
 
+# Show and Tell at the size the issue asks for: vocabulary 2,000, embedding 512, hidden 512, 17 steps.
+CAPTION_SIZE = {"vocab_size": 2000, "feature_dim": 1280, "embed_dim": 512, "hidden_dim": 512, "steps": 17}
+
+
+def torch_show_and_tell(params: dict):
+    """dlmie.models.show_and_tell with the same weights in PyTorch: (image, embed, lstm, out), or None.
+
+    Our gates are ordered i, f, o, g; torch's LSTM orders them i, f, g, o and has two biases."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+    hidden = params["lstm.Wh"].shape[0]
+
+    def reorder(w):  # columns (.., 4H) i f o g -> rows (4H, ..) i f g o
+        i, f, o, g = np.split(w, 4, axis=-1)
+        return np.ascontiguousarray(np.concatenate([i, f, g, o], axis=-1).T)
+
+    image = nn.Linear(*params["img.W"].shape)
+    embed = nn.Embedding(*params["embed.W"].shape)
+    lstm = nn.LSTM(params["lstm.Wx"].shape[0], hidden, batch_first=True)
+    out = nn.Linear(*params["out.W"].shape)
+    with torch.no_grad():
+        image.weight.copy_(torch.from_numpy(params["img.W"].T.copy()))
+        image.bias.copy_(torch.from_numpy(params["img.b"]))
+        embed.weight.copy_(torch.from_numpy(params["embed.W"]))
+        lstm.weight_ih_l0.copy_(torch.from_numpy(reorder(params["lstm.Wx"])))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(reorder(params["lstm.Wh"])))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(reorder(params["lstm.b"][None])[:, 0]))
+        lstm.bias_hh_l0.zero_()
+        out.weight.copy_(torch.from_numpy(params["out.W"].T.copy()))
+        out.bias.copy_(torch.from_numpy(params["out.b"]))
+    return image, embed, lstm, out
+
+
+def _caption_setup(batch: int):
+    from dlmie.models import show_and_tell
+
+    size = CAPTION_SIZE
+    spec = show_and_tell.Spec(size["vocab_size"], size["feature_dim"], size["embed_dim"], size["hidden_dim"], dropout=0.0)
+    params = show_and_tell.init_params(spec, seed=0)
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((batch, size["feature_dim"])).astype(np.float32)
+    captions = rng.integers(4, size["vocab_size"], (batch, size["steps"] + 1))
+    captions[:, 0] = 1
+    captions[:, -3:] = 0  # some padding, masked out of the loss
+    return show_and_tell, spec, params, features, captions
+
+
+def caption_train_step(batch: int):
+    """Show and Tell training step (vocabulary 2,000, embedding 512, hidden 512, T=17): forward,
+    backward through the LSTM, global-norm clipping, Adam. Reference: the same model and weights
+    in PyTorch CPU (nn.LSTM). Captions/s = batch / time."""
+    from dlmie.train_captioner import CaptionConfig, CaptionTrainer
+
+    module, spec, params, features, captions = _caption_setup(batch)
+    config = CaptionConfig(dropout=0.0, embed_dim=spec.embed_dim, hidden_dim=spec.hidden_dim)
+    trainer = CaptionTrainer(config, spec, params)
+    ours = lambda: trainer.train_step(features, captions)  # noqa: E731
+    torch_model = torch_show_and_tell(params)
+    if torch_model is None:
+        return ours, {"torch": TORCH_MISSING}
+    import torch
+
+    image, embed, lstm, out = torch_model
+    modules = [image, embed, lstm, out]
+    parameters = [p for m in modules for p in m.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    f, c = torch.from_numpy(features), torch.from_numpy(captions)
+
+    def torch_loss():  # summed over time, averaged over captions; <NULL> (0) targets ignored
+        h, _ = lstm(torch.cat([image(f)[:, None], embed(c[:, :-1])], dim=1))
+        scores = out(h[:, 1:])
+        total = torch.nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]), c[:, 1:].reshape(-1),
+                                                  ignore_index=0, reduction="sum")
+        return total / scores.shape[0]
+
+    def torch_step():
+        optimizer.zero_grad()
+        loss = torch_loss()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, config.clip)
+        optimizer.step()
+        return loss.item()
+
+    value = float(trainer.val_loss(features, captions))
+    with torch.no_grad():
+        reference = torch_loss().item()
+    assert abs(value - reference) <= AGREEMENT_TOL * abs(reference), "dlmie and torch captioning losses disagree"
+    return ours, {"torch": torch_step}
+
+
+def caption_beam_search(batch: int, beam_size: int = 3):
+    """Show and Tell beam search (beam 3, 17 words) for a batch of images: the same NumPy search
+    loop around our compiled step function and around PyTorch's (same weights)."""
+    from dlmie.caption.decode import Decoder
+
+    module, spec, params, features, _ = _caption_setup(batch)
+    ours = Decoder.compile(module, spec, L.shared_params(params))
+    run = lambda decoder: decoder.beam_search(features, beam_size=beam_size, max_length=CAPTION_SIZE["steps"])  # noqa: E731
+    torch_model = torch_show_and_tell(params)
+    if torch_model is None:
+        return lambda: run(ours), {"torch": TORCH_MISSING}
+    import torch
+
+    image, embed, lstm, out = torch_model
+
+    @torch.no_grad()
+    def start(f):
+        _, (h, c) = lstm(image(torch.from_numpy(f))[:, None])
+        return [h[0].numpy(), c[0].numpy()]
+
+    @torch.no_grad()
+    def step(words, h, c, f):
+        x = embed(torch.from_numpy(words))[:, None]
+        _, (h2, c2) = lstm(x, (torch.from_numpy(h)[None], torch.from_numpy(c)[None]))
+        log_probs = torch.log_softmax(out(h2[0]), dim=1)
+        return [log_probs.numpy(), h2[0].numpy(), c2[0].numpy(), np.zeros((len(words), 0), np.float32)]
+
+    reference = Decoder(start, step)
+    ours_words, torch_words = run(ours).words, run(reference).words
+    agree = np.mean([a == b for a, b in zip(ours_words, torch_words)])
+    assert agree >= 0.9, f"dlmie and torch beam search agree on only {agree:.0%} of captions"
+    return lambda: run(ours), {"torch": lambda: run(reference)}
+
+
 # name -> function of no arguments returning (ours, {reference name: callable or skip reason}).
 BENCHMARKS = {
     "convnet_fwd_inputgrad_b1": functools.partial(convnet_fwd_inputgrad, 1),
@@ -400,7 +606,10 @@ BENCHMARKS = {
     "gemm_conv2_b32": functools.partial(gemm, 64, 288, 32 * 32 * 32),
     "classifier_train_step_b128": functools.partial(classifier_train_step, 128),
     "classifier_fwd_inputgrad_b1": functools.partial(classifier_fwd_inputgrad, 1),
+    "classvis_step_b1": functools.partial(classvis_step, 1),
     "vgg16_features_b16": functools.partial(vgg16_features, 16),
+    "caption_train_step_b128": functools.partial(caption_train_step, 128),
+    "caption_beam_search_b100": functools.partial(caption_beam_search, 100),
 }
 
 

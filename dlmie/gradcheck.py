@@ -100,7 +100,7 @@ def report(title: str, errors: dict, tolerance: float = 1e-6) -> bool:
 def layer_checks(seed: int = 0) -> list:
     """One small float64 gradient check per layer of `dlmie.layers`, for notebooks and reports.
 
-    Returns a list of `(title, build, inputs)` to pass to `check_gradients(build, inputs)`.
+    Returns a list of `(title, build, inputs, h)` to pass to `check_gradients(build, inputs, h=h)`.
     Shapes are odd on purpose (7x9 images, stride 2, padding) so that index mistakes show.
     """
     from dlmie import layers as L
@@ -110,7 +110,7 @@ def layer_checks(seed: int = 0) -> list:
     relu_input = normal((4, 5))
     relu_input[np.abs(relu_input) < 1e-2] = 0.5  # finite differences must not straddle the kink
     running = (np.abs(normal(3)), 1 + np.abs(normal(3)))
-    return [
+    checks = [
         ("affine", L.affine, {"x": normal((3, 2, 4)), "w": normal((8, 5)), "b": normal(5)}),
         ("relu", L.relu, {"x": relu_input}),
         ("relu6", L.relu6, {"x": relu_input * 4 + np.where(np.abs(relu_input * 4 - 6) < 1e-2, 0.5, 0)}),
@@ -137,4 +137,38 @@ def layer_checks(seed: int = 0) -> list:
         ("temporal_affine", L.temporal_affine, {"x": normal((2, 3, 4)), "w": normal((4, 5)), "b": normal(5)}),
         ("temporal_softmax_loss", L.temporal_softmax_loss,
          {"scores": normal((3, 4, 6)), "y": rng.integers(0, 6, (3, 4)), "mask": (rng.random((3, 4)) > 0.3) * 1.0}),
+    ]
+    return [(title, build, inputs, 1e-5) for title, build, inputs in checks]
+
+
+def recurrent_checks(seed: int = 0) -> list:
+    """Float64 gradient checks of the recurrent pieces: the LSTM step, the LSTM over time (scan),
+    and the Show and Tell loss with padding. Same format as `layer_checks`: (title, build, inputs, h)."""
+    from dlmie import rnn
+    from dlmie.models import show_and_tell
+
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal
+    n, t, d, h = 3, 5, 4, 6
+    weights = {"wx": normal((d, 4 * h)) * 0.4, "wh": normal((h, 4 * h)) * 0.4, "b": normal(4 * h)}
+    spec = show_and_tell.Spec(vocab_size=9, feature_dim=7, embed_dim=5, hidden_dim=6, dropout=0.0)
+    captions = np.array([[1, 4, 5, 6, 2, 0], [1, 7, 2, 0, 0, 0], [1, 8, 8, 4, 5, 2]])  # <START> .. <END> <NULL>
+
+    def lstm_step(x, h_prev, c_prev, wx, wh, b):
+        return pt.concatenate(rnn.lstm_step(x, h_prev, c_prev, wx, wh, b), axis=1)
+
+    def caption_loss(features, **params):
+        return show_and_tell.loss(spec, params, features, pt.as_tensor(captions), train=False)[0]
+
+    return [
+        ("lstm_step (h and c)", lstm_step,
+         {"x": normal((n, d)), "h_prev": normal((n, h)), "c_prev": normal((n, h)), **weights}, 1e-5),
+        ("lstm over 5 steps (scan)", lambda x, h0, wx, wh, b: rnn.lstm(x, h0, wx, wh, b)[0],
+         {"x": normal((n, t, d)), "h0": normal((n, h)), **weights}, 1e-5),
+        # O(1) random weights rather than the small initial ones, and h = 1e-4: the loss sums ~30
+        # nats, so with h = 1e-5 the round-off of its finite differences (~1e-16 * 30 / h) is as
+        # large as the smallest gradient entries and rel_error would measure it, not the gradient.
+        ("Show and Tell loss, padded captions", caption_loss,
+         {"features": normal((3, 7)),
+          **{k: normal(v.shape) * 0.5 for k, v in show_and_tell.init_params(spec, seed=seed).items()}}, 1e-4),
     ]

@@ -50,7 +50,7 @@ TINY_CONVNET = convnet.ConvNetSpec(
 class TrainConfig:
     """Every setting of a run; stored in the checkpoint, so --resume needs none of them again."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
@@ -153,10 +153,13 @@ def export_model(last: Path, out: Path, data: Path):
 
 
 def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
-          max_minutes: float | None = None, max_steps: int | None = None):
+          max_minutes: float | None = None, max_steps: int | None = None, epochs: int | None = None):
     """Train (or, with resume, continue) a run in out_dir on the Tiny-ImageNet folder `data`.
 
-    Stops early, with a checkpoint, after max_minutes of training or max_steps batches.
+    Stops early, with a checkpoint, after max_minutes of training or max_steps batches. With
+    resume, `epochs` (if given) changes the run's length, and so its cosine schedule from the
+    current step on; during the warm-up the schedule does not depend on it, so the run is then
+    exactly the one that would have started with that many epochs.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.npz"
@@ -167,6 +170,10 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
         config = TrainConfig(**meta["config"])
         preprocessing = Preprocessing(**meta["preprocessing"])
         epoch, step, history = meta["epoch"], meta["step"], meta["history"]
+        if epochs is not None and epochs != config.epochs:
+            print(f"the run's length changes from {config.epochs} to {epochs} epochs; "
+                  "the learning-rate schedule follows the new length from here")
+            config.epochs = epochs
         print(f"resuming {last}: epoch {epoch + 1}/{config.epochs}, step {step}")
     else:
         if last.exists():
@@ -229,7 +236,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/tiny_convnet"), help="folder for last.npz and log.jsonl (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.npz")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, help=f"length of the run (default {TrainConfig.epochs}; "
+                                                   "with --resume, changes the run's length)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--max-minutes", type=float, help="checkpoint and stop after this long")
@@ -241,8 +249,8 @@ def main(argv=None):
     if args.export:
         print(f"wrote {export_model(args.out / 'last.npz', args.export, data)}")
         return
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    train(args.out, config, args.resume, data, args.max_minutes, args.max_steps)
+    config = TrainConfig(epochs=args.epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr)
+    train(args.out, config, args.resume, data, args.max_minutes, args.max_steps, args.epochs if args.resume else None)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Conda-only entries: the interpreter, a compiler for PyTensor's C backend, and pip itself.
-CONDA_ONLY = {"python", "cxx-compiler", "pip"}
+# Conda-only entries: the interpreter, a compiler for PyTensor's C backend, Java for the caption
+# metrics, and pip itself.
+CONDA_ONLY = {"python", "cxx-compiler", "openjdk", "pip"}
 
 
 def requirement(spec):

@@ -1,0 +1,1 @@
+"""Captioning beyond the model: decoding (greedy, beam search), evaluation, attention figures."""

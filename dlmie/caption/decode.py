@@ -1,0 +1,152 @@
+"""Turning a trained captioner into captions: greedy decoding and beam search.
+
+Both run the model one word at a time through two compiled functions built from the model's
+`decoder_graph` (see dlmie.models.show_and_tell):
+
+    state = start(features)                                     # after reading the image
+    log_probs, *state, attention = step(words, *state, features)   # one word further
+
+so the same code decodes Show and Tell and Show-Attend-Tell; for the latter it also collects
+each word's attention map.
+
+Beam search keeps the K best partial captions per image, ranked by their summed
+log-probabilities. A caption that has produced <END> stays in the beam unchanged (it can
+only "continue" with <END> at no cost) until it falls out of the K best or decoding ends. A
+caption that never produces <END> is cut at `max_length` words and returned as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
+from dlmie.data.vocab import END, START, Vocabulary
+
+
+@dataclass
+class Decoded:
+    """Decoding results for N images.
+
+    - words: list of N lists of word ids (no <START>, no <END>)
+    - attention: list of N arrays (len(words[i]) + 1, L) -- the attention map of every generated
+      word and of <END> -- or None for a model without attention
+    - log_prob: (N,) the summed log-probability of each returned caption (with its <END>, if any)
+    """
+
+    words: list
+    attention: list | None
+    log_prob: np.ndarray
+
+    def captions(self, vocab: Vocabulary) -> list[str]:
+        return [vocab.decode(np.asarray(w, dtype=np.int64)) for w in self.words]
+
+
+class Decoder:
+    """Greedy and beam-search decoding around a captioner's start and step functions.
+
+    - start: features -> list of state arrays
+    - step: (words (N,) int64, *state, features) -> [log_probs (N, V), *state, attention (N, L or 0)]
+    """
+
+    def __init__(self, start, step):
+        self.start, self.step = start, step
+
+    @classmethod
+    def compile(cls, module, spec, params: dict) -> "Decoder":
+        """Compile a captioner module's decoder_graph with the given parameters."""
+        (start_in, start_out), (step_in, step_out) = module.decoder_graph(spec, params)
+        # Show and Tell's step does not read the features; the signature is shared anyway.
+        return cls(pytensor.function(start_in, start_out), pytensor.function(step_in, step_out, on_unused_input="ignore"))
+
+    def greedy(self, features: np.ndarray, max_length: int = 20) -> Decoded:
+        """The most probable word at every step.
+
+        Inputs:
+        - features: (N, D) vectors or (N, L, D) grids, float32, as the model was trained on
+        - max_length: at most this many words before <END>
+        """
+        features = np.asarray(features, np.float32)
+        n = len(features)
+        state = self.start(features)
+        words = np.full(n, START, dtype=np.int64)
+        out = np.zeros((n, max_length + 1), dtype=np.int64)
+        maps, total = [], np.zeros(n)
+        finished = np.zeros(n, dtype=bool)
+        length = np.full(n, max_length)
+        for t in range(max_length):
+            log_probs, *state, attention = self.step(words, *state, features)
+            words = np.argmax(log_probs, axis=1)
+            total += np.where(finished, 0.0, log_probs[np.arange(n), words])
+            newly = ~finished & (words == END)
+            length[newly] = t
+            finished |= newly
+            out[:, t] = words
+            maps.append(attention)
+            if finished.all():
+                break
+        attention = _per_caption_maps(maps, length) if maps and maps[0].shape[1] else None
+        return Decoded([out[i, : length[i]].tolist() for i in range(n)], attention, total)
+
+    def beam_search(self, features: np.ndarray, beam_size: int = 3, max_length: int = 20,
+                    length_penalty: float = 0.0) -> Decoded:
+        """The K best captions per image by summed log-probability; the best is returned.
+
+        Inputs:
+        - features: (N, D) or (N, L, D) float32
+        - beam_size: K; K = 1 is greedy decoding
+        - max_length: at most this many words before <END>
+        - length_penalty: alpha of the final ranking score / length ** alpha (0: plain sum; Wu et
+          al. 2016 used about 0.6-0.7 to stop beam search from preferring short captions)
+        """
+        features = np.asarray(features, np.float32)
+        n, k = len(features), beam_size
+        if k < 1:
+            raise ValueError(f"beam_size must be at least 1, got {k}")
+        tiled = np.repeat(features, k, axis=0)  # row n * K + j is beam j of image n
+        state = [np.repeat(s, k, axis=0) for s in self.start(features)]
+        score = np.full((n, k), -np.inf)
+        score[:, 0] = 0.0  # all beams start identical: expand only one of them
+        words = np.full(n * k, START, dtype=np.int64)
+        history = np.zeros((n, k, 0), dtype=np.int64)
+        maps = None
+        finished = np.zeros((n, k), dtype=bool)
+        for _ in range(max_length):
+            log_probs, *state, attention = self.step(words, *state, tiled)
+            vocab_size = log_probs.shape[1]
+            log_probs = log_probs.reshape(n, k, vocab_size)
+            # A finished caption continues only with <END>, at no cost, so it keeps its score.
+            log_probs = np.where(finished[..., None], -np.inf, log_probs)
+            log_probs[..., END] = np.where(finished, 0.0, log_probs[..., END])
+            candidates = (score[..., None] + log_probs).reshape(n, k * vocab_size)
+            best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+            beam, words_nk = best // vocab_size, best % vocab_size
+            score = np.take_along_axis(candidates, best, axis=1)
+            rows = (np.arange(n)[:, None] * k + beam).reshape(-1)
+            state = [s[rows] for s in state]
+            history = np.concatenate([np.take_along_axis(history, beam[..., None], axis=1), words_nk[..., None]], axis=2)
+            if attention.shape[1]:
+                step_maps = attention.reshape(n, k, -1)[np.arange(n)[:, None], beam][:, :, None]
+                maps = step_maps if maps is None else np.concatenate([maps[np.arange(n)[:, None], beam], step_maps], axis=2)
+            finished = np.take_along_axis(finished, beam, axis=1) | (words_nk == END)
+            words = words_nk.reshape(-1)
+            if finished.all():
+                break
+        # caption length in words: up to the first <END>, or everything generated
+        is_end = history == END
+        lengths = np.where(is_end.any(axis=2), is_end.argmax(axis=2), history.shape[2])
+        ranking = score / np.maximum(lengths + finished, 1) ** length_penalty if length_penalty else score
+        best = np.argmax(ranking, axis=1)
+        chosen = [history[i, best[i], : lengths[i, best[i]]].tolist() for i in range(n)]
+        attention = None
+        if maps is not None:
+            attention = [maps[i, best[i], : lengths[i, best[i]] + 1] for i in range(n)]
+        return Decoded(chosen, attention, score[np.arange(n), best])
+
+
+def _per_caption_maps(maps: list, length: np.ndarray) -> list:
+    """Per-step (N, L) attention maps -> per caption (words + 1, L), through its <END>."""
+    stacked = np.stack(maps, axis=1)  # (N, steps, L)
+    return [stacked[i, : length[i] + 1] for i in range(len(length))]

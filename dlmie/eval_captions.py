@@ -1,0 +1,70 @@
+"""Evaluate a captioner on a Flickr8k-layout folder with the COCO caption metrics.
+
+    python -m dlmie.eval_captions --checkpoint runs/show_and_tell/best.npz --data datasets/flickr8k --split dev --beam 3
+
+DIR holds Flicker8k_Dataset/, Flickr8k.token.txt and the Flickr_8k.*Images.txt lists. The
+features of the split's images are extracted with the captioner's own encoder (images missing
+from the folder are left out and counted). The last line printed is
+`BLEU-1=… BLEU-2=… BLEU-3=… BLEU-4=… METEOR=… ROUGE_L=… CIDEr=…`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dlmie.caption.evaluate import evaluate, format_scores
+from dlmie.data import flickr8k
+from dlmie.extract_features import encode_files
+from dlmie.models.captioners import default_path, load_captioner
+from dlmie.models.encoders import load_encoder
+
+
+def caption_split(captioner, root: Path, split: str, beam_size: int, batch_size: int = 16):
+    """Caption the present images of one Flickr8k split.
+
+    Returns (references: image name -> list of captions, candidates: image name -> caption).
+    """
+    data = flickr8k.load_split(root, split)
+    print(data.summary())
+    if not data.images:
+        raise ValueError(f"none of the {data.num_listed} images of the {split} list are in {data.image_dir}")
+    net = load_encoder(captioner.encoder)
+    names, feats = [], []
+    for kept, batch, _ in encode_files(net, captioner.layer, data.image_dir, data.images, batch_size):
+        names += kept
+        if kept:
+            feats.append(batch)
+    decoded = captioner.caption(np.concatenate(feats), beam_size=beam_size)
+    references = dict(zip(data.images, data.references()))
+    return {n: references[n] for n in names}, dict(zip(names, decoded.captions(captioner.vocab)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlmie.eval_captions", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=default_path("show_and_tell"),
+                        help="a captioner checkpoint (default: the committed Show and Tell model)")
+    parser.add_argument("--data", type=Path, required=True, help="a Flickr8k-layout folder")
+    parser.add_argument("--split", choices=("dev", "test", "train"), default="test")
+    parser.add_argument("--beam", type=int, default=3, help="beam size (1: greedy decoding)")
+    parser.add_argument("--spice", action="store_true", help="also compute SPICE (downloads CoreNLP at first use)")
+    parser.add_argument("--show", type=int, default=5, help="print this many example captions")
+    args = parser.parse_args(argv)
+    try:
+        captioner = load_captioner(args.checkpoint)
+        references, candidates = caption_split(captioner, args.data, args.split, args.beam)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name in list(candidates)[: args.show]:
+        print(f"{name}: {candidates[name]}")
+    print(f"{captioner.kind} on {len(candidates)} {args.split} images, beam {args.beam}")
+    print(format_scores(evaluate(references, candidates, spice=args.spice)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Captioner training: checkpoints, exact resume, early stopping, and loading the result."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from dlmie import checkpoint, train_captioner
+from dlmie.models.captioners import load_captioner
+
+from test_captions_data import write_fake_flickr8k
+
+
+def write_features(path, names, grid=(2, 2), dim=6, seed=0):
+    """A complete feature file in extract_features' layout with random grids."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f["features"] = rng.standard_normal((len(names), grid[0] * grid[1], dim)).astype(np.float16)
+        f.create_dataset("images", data=names, dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("skipped", (0,), dtype=h5py.string_dtype("utf-8"))
+        f.attrs.update({"encoder": "mobilenet_v2", "layer": "conv_last", "grid": grid, "complete": 1})
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    root = write_fake_flickr8k(tmp_path / "flickr8k", present=("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"))
+    features = write_features(tmp_path / "feats.h5", ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    config = train_captioner.CaptionConfig(embed_dim=8, hidden_dim=8, batch_size=2, epochs=3, min_count=1,
+                                           max_length=8, lr=1e-2, dropout=0.3)
+    return root, features, config
+
+
+def weights_of(path):
+    arrays, _ = checkpoint.load(path)
+    return arrays
+
+
+def test_resume_is_exact_and_best_loads(setup, tmp_path):
+    root, features, config = setup
+    train_captioner.train(tmp_path / "straight", config, False, root, features_path=features)
+    train_captioner.train(tmp_path / "stopped", config, False, root, max_minutes=0, features_path=features)
+    assert weights_of(tmp_path / "stopped" / "last.npz")["adam.t"] == 1  # stopped after one step
+    train_captioner.train(tmp_path / "stopped", config, True, root, features_path=features)
+    a, b = weights_of(tmp_path / "straight" / "last.npz"), weights_of(tmp_path / "stopped" / "last.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and all(np.isfinite(r["val_loss"]) for r in log)
+    captioner = load_captioner(tmp_path / "straight" / "best.npz")
+    assert captioner.kind == "show_and_tell" and captioner.encoder == "mobilenet_v2"
+    decoded = captioner.caption(np.zeros((2, 4, 6), np.float32), beam_size=2)
+    assert len(decoded.captions(captioner.vocab)) == 2
+
+
+def test_refuses_to_overwrite_a_run(setup, tmp_path):
+    root, features, config = setup
+    train_captioner.train(tmp_path / "run", config, False, root, max_minutes=0, features_path=features)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_captioner.train(tmp_path / "run", config, False, root, features_path=features)
+
+
+def test_patience():
+    history = [{"val_loss": v} for v in (3.0, 2.0, 2.5, 2.4)]  # two epochs without a new best
+    assert not train_captioner._patience_ran_out(history, 3)
+    assert train_captioner._patience_ran_out(history + [{"val_loss": 2.2}], 3)
+    assert not train_captioner._patience_ran_out(history + [{"val_loss": 1.9}], 3)
