@@ -23,10 +23,11 @@ from dlmie.models.captioners import default_path, load_captioner
 from dlmie.models.encoders import load_encoder
 
 
-def caption_split(captioner, root: Path, split: str, beam_size: int, batch_size: int = 16):
-    """Caption the present images of one Flickr8k split.
+def split_features(captioner, root: Path, split: str, batch_size: int = 16):
+    """Encode the present images of one Flickr8k split with the captioner's encoder.
 
-    Returns (references: image name -> list of captions, candidates: image name -> caption).
+    Returns (names: M image names, features (M, ...) float32, references: M lists of captions);
+    images that cannot be read are left out with a warning.
     """
     data = flickr8k.load_split(root, split)
     print(data.summary())
@@ -38,9 +39,18 @@ def caption_split(captioner, root: Path, split: str, beam_size: int, batch_size:
         names += kept
         if kept:
             feats.append(batch)
-    decoded = captioner.caption(np.concatenate(feats), beam_size=beam_size)
     references = dict(zip(data.images, data.references()))
-    return {n: references[n] for n in names}, dict(zip(names, decoded.captions(captioner.vocab)))
+    return names, np.concatenate(feats), [references[n] for n in names]
+
+
+def caption_split(captioner, root: Path, split: str, beam_size: int):
+    """Caption the present images of one Flickr8k split.
+
+    Returns (references: image name -> list of captions, candidates: image name -> caption).
+    """
+    names, feats, references = split_features(captioner, root, split)
+    decoded = captioner.caption(feats, beam_size=beam_size)
+    return dict(zip(names, references)), dict(zip(names, decoded.captions(captioner.vocab)))
 
 
 def main(argv=None) -> int:

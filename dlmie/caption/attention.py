@@ -1,0 +1,45 @@
+"""Where a Show-Attend-Tell model looked: per-word attention maps over the image.
+
+A decoded caption carries, for every generated word (and its <END>), attention weights over the
+L = H x W regions of the encoder grid, region l being row l // W, column l % W (the order of
+`Network.features`). Here they become images: reshaped to the grid, upsampled bilinearly to the
+picture (non-negative weights stay non-negative; nothing wraps), and overlaid word by word.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlmie.images import resize_bilinear
+
+
+def attention_maps(alpha: np.ndarray, grid: tuple, size: tuple) -> np.ndarray:
+    """Attention weights as maps the size of the image.
+
+    Inputs:
+    - alpha: (K, L) weights of K words over L = grid[0] * grid[1] regions
+    - grid: (H', W') of the encoder grid
+    - size: (H, W) of the image
+    Returns:
+    - (K, H, W) float32 maps, non-negative like the weights; row i, column j is pixel (i, j) of the image
+    """
+    alpha = np.asarray(alpha, np.float32)
+    if alpha.ndim != 2 or alpha.shape[1] != grid[0] * grid[1]:
+        raise ValueError(f"attention of shape {alpha.shape} does not fit a {grid[0]} x {grid[1]} grid")
+    return resize_bilinear(alpha.reshape(len(alpha), grid[0], grid[1]), size)
+
+
+def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tuple, ncols: int = 5, size: float = 2.2):
+    """A grid of the image with each word's attention overlaid (the image alone first).
+
+    Inputs:
+    - image: (H, W, 3) uint8 RGB, the picture the encoder saw (any size: maps are resized to it)
+    - words: the K generated words (decoded, with "<END>" last if the caption ended)
+    - alpha: (K, L) their attention weights; grid: (H', W') of the encoder
+    Returns a matplotlib Figure.
+    """
+    from dlmie.plots import heatmap_overlay, image_grid
+
+    maps = attention_maps(alpha, grid, image.shape[:2])
+    panels = [image] + [heatmap_overlay(image, m, alpha=0.6) for m in maps]
+    return image_grid(panels, ["(image)"] + list(words), ncols=ncols, size=size)

@@ -1,0 +1,176 @@
+"""Show, Attend and Tell (Xu et al. 2015), deterministic soft attention.
+
+The encoder's last convolutional grid gives L annotation vectors a_i (D each): 196 of 512 for
+VGG-16's conv5_3, 49 of 1280 for MobileNetV2. At every step the decoder looks at all of them:
+
+    h_0 = tanh(W_ih mean_i(a_i) + b_ih)        c_0 = tanh(W_ic mean_i(a_i) + b_ic)
+    e_ti = w_att . tanh(W_h h_{t-1} + W_a a_i + b_att)       alpha_t = softmax_i(e_t)
+    z_t = beta_t * sum_i alpha_ti a_i,         beta_t = sigmoid(w_beta . h_{t-1} + b_beta)   (the gate)
+    [i f o g] = E y_{t-1} W_x + z_t W_z + h_{t-1} W_h + b      -> LSTM -> h_t, c_t
+    p(y_t) = softmax(L_o dropout(E y_{t-1} + L_h h_t + L_z z_t) + b_o)                  (deep output)
+
+and training adds the doubly stochastic penalty lambda * sum_i (1 - sum_t alpha_ti)^2, which asks
+the model to look at every region about once over a caption. Everything that does not depend on
+h_{t-1} is computed for all steps before `scan` (the word inputs' projection, W_a a_i) or after it
+(the deep output, as one GEMM over all steps), so the loop holds only the attention and the LSTM.
+
+Parameters (arctic-captions' dictionary, our names): init_h.{W,b}, init_c.{W,b}, embed.W (V, E),
+att.{Wa (D, A), b (A,), Wh (H, A), w (A,)}, gate.{w (H,), b ()}, lstm.{Wx (E, 4H), Wz (D, 4H),
+Wh (H, 4H), b (4H,)}, out.{Lh (H, E), Lz (D, E), W (E, V), b (V,)}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
+import pytensor.tensor as pt
+from dlmie import layers as L
+from dlmie import rnn
+
+KIND = "show_attend_tell"
+INPUT = "grid"  # attends over the (N, L, D) regions of the encoder grid
+
+
+@dataclass
+class Spec:
+    """V words, D-dimensional annotations, embedding E, hidden H, attention MLP width A,
+    dropout on the deep output, lambda of the doubly stochastic penalty, the gate beta on or off."""
+
+    vocab_size: int
+    feature_dim: int
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    attention_dim: int = 256
+    doubly_stochastic: float = 1.0
+    gate: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
+    """Glorot-scaled weights, zero biases except a forget-gate bias of 1. Returns name -> array."""
+    rng = np.random.default_rng(seed)
+    v, d, e, h, a = spec.vocab_size, spec.feature_dim, spec.embed_dim, spec.hidden_dim, spec.attention_dim
+
+    def glorot(*shape):
+        return rng.standard_normal(shape) * np.sqrt(2 / (shape[0] + shape[-1]))
+
+    lstm_b = np.zeros(4 * h)
+    lstm_b[h : 2 * h] = 1.0
+    params = {
+        "init_h.W": glorot(d, h), "init_h.b": np.zeros(h), "init_c.W": glorot(d, h), "init_c.b": np.zeros(h),
+        "embed.W": rng.standard_normal((v, e)) * 0.1,
+        "att.Wa": glorot(d, a), "att.b": np.zeros(a), "att.Wh": glorot(h, a), "att.w": glorot(a, 1)[:, 0],
+        "gate.w": glorot(h, 1)[:, 0], "gate.b": np.zeros(()),
+        "lstm.Wx": glorot(e, 4 * h), "lstm.Wz": glorot(d, 4 * h), "lstm.Wh": glorot(h, 4 * h), "lstm.b": lstm_b,
+        "out.Lh": glorot(h, e), "out.Lz": glorot(d, e), "out.W": glorot(e, v), "out.b": np.zeros(v),
+    }
+    return {name: np.asarray(value, dtype) for name, value in params.items()}
+
+
+def initial_state(params: dict, annotations):
+    """h_0, c_0 (N, H) from the mean annotation vector; annotations (N, L, D)."""
+    mean = annotations.mean(axis=1)
+    return (pt.tanh(L.affine(mean, params["init_h.W"], params["init_h.b"])),
+            pt.tanh(L.affine(mean, params["init_c.W"], params["init_c.b"])))
+
+
+def attend(params: dict, spec: Spec, annotations, projected, h_prev):
+    """Soft attention for one step.
+
+    Inputs:
+    - annotations: (N, L, D); projected: (N, L, A) = annotations W_a + b_att (computed once)
+    - h_prev: (N, H)
+    Returns:
+    - z: (N, D) the gated context beta * sum_i alpha_i a_i
+    - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions
+    """
+    scores = pt.dot(pt.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
+    alpha = pt.special.softmax(scores, axis=1)
+    z = (alpha.dimshuffle(0, 1, "x") * annotations).sum(axis=1)
+    if spec.gate:
+        z = z * pt.sigmoid(pt.dot(h_prev, params["gate.w"]) + params["gate.b"]).dimshuffle(0, "x")
+    return z, alpha
+
+
+def _decoder_step(params, spec, annotations, projected, xw, h_prev, c_prev):
+    """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha)."""
+    z, alpha = attend(params, spec, annotations, projected, h_prev)
+    h, c = rnn.lstm_gates(xw + pt.dot(z, params["lstm.Wz"]) + pt.dot(h_prev, params["lstm.Wh"]), c_prev)
+    return h, c, z, alpha
+
+
+def _deep_output(params, embedded, h, z):
+    """L_o (E y_{t-1} + L_h h_t + L_z z_t) before its bias and dropout: any leading shape, last axis E."""
+    return embedded + pt.dot(h, params["out.Lh"]) + pt.dot(z, params["out.Lz"])
+
+
+def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, return_attention: bool = False):
+    """The teacher-forced loss with the doubly stochastic penalty.
+
+    Inputs:
+    - features: (N, L, D) annotation vectors
+    - captions: (N, T + 1) int, <START> w_1 ... <END> <NULL> ...
+    - train: dropout on or off; rng: the dropout generator (pt.random.shared_rng)
+    - return_attention: also return the attention weights (N, T, L)
+    Returns:
+    - loss: scalar, cross-entropy summed over time and averaged over captions (cs231n's convention)
+      + lambda * mean_n sum_i (1 - sum_t alpha_nti)^2 over the unpadded steps
+    - updates: the dropout generator's update
+    - (alpha (N, T, L), when return_attention)
+    """
+    words_in, words_out = captions[:, :-1], captions[:, 1:]
+    mask = pt.cast(pt.neq(words_out, 0), features.dtype)  # <NULL> is index 0
+    embedded = L.word_embedding(words_in, params["embed.W"])  # (N, T, E)
+    xw = L.temporal_affine(embedded, params["lstm.Wx"], params["lstm.b"]).dimshuffle(1, 0, 2)  # (T, N, 4H)
+    projected = (pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"])  # (N, L, A)
+    h0, c0 = initial_state(params, features)
+
+    step_names = ["att.Wh", "att.w", "gate.w", "gate.b", "lstm.Wz", "lstm.Wh"]  # what the loop reads
+
+    def step(xw_t, h_prev, c_prev, annotations, projected, *weights):
+        return _decoder_step(dict(zip(step_names, weights)), spec, annotations, projected, xw_t, h_prev, c_prev)
+
+    h, _, z, alpha = pytensor.scan(step, sequences=[xw], outputs_info=[h0, c0, None, None],
+                                   non_sequences=[features, projected, *[params[n] for n in step_names]],
+                                   strict=True, return_updates=False)
+    h, z, alpha = h.dimshuffle(1, 0, 2), z.dimshuffle(1, 0, 2), alpha.dimshuffle(1, 0, 2)  # batch first
+    pre, updates = L.dropout(_deep_output(params, embedded, h, z), spec.dropout, rng, train)
+    scores = L.temporal_affine(pre, params["out.W"], params["out.b"])
+    total = L.temporal_softmax_loss(scores, words_out, mask) + doubly_stochastic_penalty(alpha, mask, spec.doubly_stochastic)
+    return (total, updates, alpha) if return_attention else (total, updates)
+
+
+def doubly_stochastic_penalty(alpha, mask, weight: float):
+    """lambda * mean_n sum_i (1 - sum_t mask_nt alpha_nti)^2.
+
+    Inputs:
+    - alpha: (N, T, L) attention weights; mask: (N, T) 1 at real words, 0 at padding
+    - weight: lambda
+    Returns a scalar.
+    """
+    coverage = (alpha * mask.dimshuffle(0, 1, "x")).sum(axis=1)  # (N, L): sum_t alpha_ti
+    return L.scalar(weight, alpha.dtype) * pt.sqr(1 - coverage).sum(axis=1).mean()
+
+
+def decoder_graph(spec: Spec, params: dict):
+    """The symbolic pieces of step-by-step decoding (see dlmie.caption.decode).
+
+    - start: features (N, L, D) -> [h_0, c_0]
+    - step: (words (N,) int, h, c, features) -> [log_probs (N, V), h, c, alpha (N, L)]
+    """
+    features = pt.tensor3("features")
+    h0, c0 = initial_state(params, features)
+    words, h, c = pt.lvector("words"), pt.matrix("h"), pt.matrix("c")
+    embedded = L.word_embedding(words, params["embed.W"])
+    projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
+    xw = L.affine(embedded, params["lstm.Wx"], params["lstm.b"])
+    h2, c2, z, alpha = _decoder_step(params, spec, features, projected, xw, h, c)
+    scores = L.affine(_deep_output(params, embedded, h2, z), params["out.W"], params["out.b"])
+    return ([features], [h0, c0]), ([words, h, c, features], [L.log_softmax(scores, axis=1), h2, c2, alpha])

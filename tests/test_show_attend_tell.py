@@ -1,0 +1,89 @@
+"""Show, Attend and Tell: attention is a distribution, gradients of the penalty and of the full loss,
+decoding returns one attention map per word, and the model can memorize two captions."""
+
+import numpy as np
+
+import dlmie  # noqa: F401
+import pytensor
+import pytensor.tensor as pt
+from dlmie import layers as L
+from dlmie.caption.decode import Decoder
+from dlmie.data.vocab import END, START, Vocabulary
+from dlmie.gradcheck import check_gradients
+from dlmie.models import show_attend_tell as sat
+from dlmie.train_captioner import CaptionConfig, CaptionTrainer
+
+GRAD_TOL = 1e-6
+rng = np.random.default_rng(7)
+SPEC = sat.Spec(vocab_size=9, feature_dim=5, embed_dim=4, hidden_dim=6, attention_dim=3, dropout=0.0,
+                doubly_stochastic=0.7)
+CAPTIONS = np.array([[START, 4, 5, 6, END, 0], [START, 7, END, 0, 0, 0]])
+
+
+def test_attention_sums_to_one_and_penalty_value():
+    params = L.shared_params(sat.init_params(SPEC, seed=1))
+    f, c = pt.tensor3("f"), pt.lmatrix("c")
+    total, _, alpha = sat.loss(SPEC, params, f, c, train=False, return_attention=True)
+    features = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    a = pytensor.function([f, c], alpha)(features, CAPTIONS)
+    assert a.shape == (2, 5, 4) and np.all(a >= 0) and np.allclose(a.sum(axis=2), 1, atol=1e-6)
+    mask = (CAPTIONS[:, 1:] != 0).astype(np.float32)
+    expected = 0.7 * np.mean(np.sum((1 - (a * mask[..., None]).sum(axis=1)) ** 2, axis=1))
+    al, m = pt.tensor3("a"), pt.matrix("m")
+    penalty = pytensor.function([al, m], sat.doubly_stochastic_penalty(al, m, 0.7))(a, mask)
+    assert np.isclose(penalty, expected, rtol=1e-5)
+
+
+def test_doubly_stochastic_penalty_gradient():
+    alpha = rng.random((3, 4, 5))
+    alpha /= alpha.sum(axis=2, keepdims=True)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=float)
+    errors = check_gradients(lambda alpha: sat.doubly_stochastic_penalty(alpha, pt.as_tensor(mask), 0.7), {"alpha": alpha})
+    assert errors["alpha"] < GRAD_TOL
+
+
+def test_full_loss_gradients():
+    params = {k: rng.standard_normal(v.shape) * 0.5 for k, v in sat.init_params(SPEC, seed=2).items()}
+
+    def build(features, **p):
+        return sat.loss(SPEC, p, features, pt.as_tensor(CAPTIONS), train=False)[0]
+
+    errors = check_gradients(build, {"features": rng.standard_normal((2, 4, 5)), **params}, h=1e-4)
+    assert set(errors) >= {"features", "att.Wa", "att.w", "gate.w", "gate.b", "lstm.Wz", "out.Lz", "init_c.W"}
+    for name, err in errors.items():
+        assert err < GRAD_TOL, f"d{name}: {err:.2e}"
+
+
+def test_memorize_two_captions_and_decode_attention():
+    vocab = Vocabulary(["<NULL>", "<START>", "<END>", "<UNK>", "a", "dog", "runs", "cat", "sleeps"])
+    spec = sat.Spec(vocab_size=len(vocab), feature_dim=6, embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0)
+    features = rng.standard_normal((2, 4, 6)).astype(np.float32)
+    captions = np.array([[START, 4, 5, 6, END], [START, 4, 7, 8, END]])
+    config = CaptionConfig(model="show_attend_tell", lr=1e-2, dropout=0.0)
+    trainer = CaptionTrainer(config, spec, sat.init_params(spec, seed=0))
+    for _ in range(250):
+        loss, _ = trainer.train_step(features, captions)
+    decoder = Decoder.compile(sat, spec, trainer.params)
+    for decoded in (decoder.greedy(features, max_length=8), decoder.beam_search(features, beam_size=3, max_length=8)):
+        assert decoded.captions(vocab) == ["a dog runs", "a cat sleeps"]
+        assert [m.shape for m in decoded.attention] == [(4, 4), (4, 4)]  # 3 words + <END>, 4 regions
+        assert all(np.allclose(m.sum(axis=1), 1, atol=1e-5) for m in decoded.attention)
+
+
+def test_attention_overlay_lands_on_the_hot_region():
+    """A 3 x 4 grid (not square, so a transposition shows) with all weight on row 2, column 1."""
+    from dlmie.caption.attention import attention_figure, attention_maps
+    from dlmie.plots import heatmap_overlay
+
+    alpha = np.zeros((1, 12), np.float32)
+    alpha[0, 2 * 4 + 1] = 1.0
+    maps = attention_maps(alpha, (3, 4), (60, 80))  # each region is a 20 x 20 pixel cell
+    assert maps.shape == (1, 60, 80) and maps.min() >= 0
+    y, x = np.unravel_index(np.argmax(maps[0]), maps[0].shape)
+    assert 40 <= y < 60 and 20 <= x < 40
+    gray = np.full((60, 80, 3), 128, np.uint8)
+    overlay = heatmap_overlay(gray, maps[0], alpha=0.6)
+    brightness = overlay.sum(axis=2)
+    assert brightness[50, 30] > brightness[10, 70] and brightness[50, 30] > brightness[50, 70]
+    fig = attention_figure(gray, ["hot"], alpha, (3, 4))
+    assert len(fig.axes) >= 2
