@@ -397,11 +397,12 @@ def torch_classvis_step(net, k: int, lr: float, low: np.ndarray, high: np.ndarra
 
 
 def classvis_step(batch: int):
-    """Class visualization: one step of the ascent loop (dlmie.vis.ascent.ascend) on the Tiny-ImageNet
-    classifier's architecture: jitter, forward, gradient of one class score w.r.t. the image, normalized
-    update, then L2 decay, blur, clipping of small-norm and small-contribution pixels and of the range.
-    Reference: the same step in PyTorch CPU (network and regularizers in torch), same weights; checks
-    that both steps agree first."""
+    """Class visualization: one regularized ascent step on a class score of the Tiny-ImageNet classifier.
+
+    One step of dlmie.vis.ascent.ascend on TINY_CONVNET (He-initialized): jitter, forward, gradient of
+    one class score w.r.t. the image, normalized update, then L2 decay, blur, clipping of small-norm
+    and small-contribution pixels and of the pixel range. Reference: the same step in PyTorch CPU
+    (network and regularizers in torch), same weights; checks that both steps agree first."""
     from dlmie.images import Preprocessing, random_shift
     from dlmie.models.classifier import convnet_classifier
     from dlmie.vis.ascent import ascend
@@ -597,6 +598,76 @@ def caption_beam_search(batch: int, beam_size: int = 3):
     return lambda: run(ours), {"torch": lambda: run(reference)}
 
 
+def torch_tflite_graph(graph, params: dict, names, output: int):
+    """A graph of `dlmie.models.mobilenet_v2.read_tflite` in PyTorch CPU, up to tensor `output`,
+    with the arrays params[f"{names[k]}.W"], params[f"{names[k]}.b"] of op k; returns
+    x (N, C, H, W) float32 -> NumPy (N, ...) or None without torch. Depthwise convolutions are
+    Conv2d with groups = channels; TensorFlow's asymmetric "SAME" padding is an F.pad."""
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+    except ImportError:
+        return None
+    activations = {"NONE": nn.Identity(), "RELU": nn.ReLU(), "RELU6": nn.ReLU6()}
+    convs = {}
+    for op, name in zip(graph.ops, names):
+        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            w, b = params[f"{name}.W"], params[f"{name}.b"]
+            groups = w.shape[0] if op.kind == "DEPTHWISE_CONV_2D" else 1
+            symmetric = len(set(op.pads)) == 1
+            conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2:], op.stride,
+                             op.pads[0] if symmetric else 0, groups=groups)
+            conv.weight, conv.bias = nn.Parameter(torch.from_numpy(w)), nn.Parameter(torch.from_numpy(b))
+            convs[name] = conv, None if symmetric else (op.pads[2], op.pads[3], op.pads[0], op.pads[1])
+
+    def run(x):
+        values = {graph.input: torch.from_numpy(x)}
+        with torch.no_grad():
+            for op, name in zip(graph.ops, names):
+                h = values[op.inputs[0]]
+                if name in convs:
+                    conv, pad = convs[name]
+                    out = conv(h if pad is None else F.pad(h, pad))
+                elif op.kind == "ADD":
+                    out = h + values[op.inputs[1]]
+                elif op.kind == "AVERAGE_POOL_2D":
+                    out = F.avg_pool2d(h, op.window, op.stride)
+                else:
+                    raise ValueError(f"torch_tflite_graph runs convolutions, adds and pools, not {op.kind}")
+                values[op.output] = activations[op.activation](out)
+                if op.output == output:
+                    return values[output].flatten(1).numpy() if out.shape[2:] == (1, 1) else values[output].numpy()
+        raise ValueError(f"no op writes tensor {output}")
+
+    return run
+
+
+def mobilenet_v2_features(batch: int):
+    """MobileNetV2 1.0/224 pooled features (N, 1280), forward only, from uint8 images (preprocessing included).
+
+    The real TFLite file's dequantized weights (./get_datasets.sh mobilenet-v2), random images.
+    Reference: the same graph and arrays in PyTorch CPU; checks that both agree first."""
+    from dlmie.data import dataset_path
+    from dlmie.models import mobilenet_v2
+
+    net = mobilenet_v2.load()
+    graph = mobilenet_v2.read_tflite(dataset_path("mobilenet-v2") / mobilenet_v2.MODEL_FILE)
+    names, layers = mobilenet_v2.mobilenet_v2_names(graph)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3)).astype(np.uint8)
+
+    def ours():
+        return net.features(images, "pool", batch_size=batch)
+
+    params = {k: v.get_value() for k, v in net.params.items()}
+    torch_run = torch_tflite_graph(graph, params, names, layers["pool"])
+    if torch_run is None:
+        return ours, {"torch": TORCH_MISSING}
+    err = scaled_error(ours(), torch_run(net.preprocessing(images)))
+    assert err < AGREEMENT_TOL, f"dlmie and torch MobileNetV2 features disagree (scaled error {err:.1e})"
+    return ours, {"torch": lambda: torch_run(net.preprocessing(images))}
+
+
 # name -> function of no arguments returning (ours, {reference name: callable or skip reason}).
 BENCHMARKS = {
     "convnet_fwd_inputgrad_b1": functools.partial(convnet_fwd_inputgrad, 1),
@@ -608,6 +679,7 @@ BENCHMARKS = {
     "classifier_fwd_inputgrad_b1": functools.partial(classifier_fwd_inputgrad, 1),
     "classvis_step_b1": functools.partial(classvis_step, 1),
     "vgg16_features_b16": functools.partial(vgg16_features, 16),
+    "mobilenet_v2_features_b16": functools.partial(mobilenet_v2_features, 16),
     "caption_train_step_b128": functools.partial(caption_train_step, 128),
     "caption_beam_search_b100": functools.partial(caption_beam_search, 100),
 }

@@ -200,17 +200,20 @@ def train(out_dir: Path, config: CaptionConfig, resume: bool, data_root: Path,
         val_loss = trainer.mean_loss(dev_data, config.batch_size)
         record = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 4), "val_loss": round(val_loss, 4),
                   "minutes": round((time.time() - epoch_started) / 60, 2)}
-        history.append(record)
-        if val_loss <= min(r["val_loss"] for r in history):
+        if record["val_loss"] <= min((r["val_loss"] for r in history), default=math.inf):
             weights = {n: w.astype(np.float16) for n, w in trainer.weights().items()}
-            checkpoint.save(best, weights, {**meta_base, "config": asdict(config), "epoch": epoch + 1, "history": history})
+            checkpoint.save(best, weights, {**meta_base, "config": asdict(config), "epoch": epoch + 1,
+                                            "history": history + [record]})
             record["best"] = True
+        history.append(record)
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         tqdm.write(json.dumps(record))
         epoch, step = epoch + 1, 0
         save_last(epoch, step)
     best_record = min(history, key=lambda r: r["val_loss"])
+    arrays, meta = checkpoint.load(best)  # let the kept weights carry the whole run's curve
+    checkpoint.save(best, arrays, {**meta, "history": history})
     print(f"training finished after {len(history)} epochs; best: epoch {best_record['epoch']}, "
           f"val_loss {best_record['val_loss']} -> {best}")
 

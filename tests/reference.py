@@ -53,3 +53,43 @@ def pool(x, size, stride, pad, mode):
 def softmax(x, axis=-1):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def dequantize(q, scale, zero_point, axis=None):
+    """TFLite's real value (q - zero_point) * scale; per channel along `axis` when it is given."""
+    q = np.asarray(q, np.float64)
+    if axis is None:
+        return (q - zero_point) * scale
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q - np.reshape(zero_point, shape)) * np.reshape(scale, shape)
+
+
+def same_padding(size, k, stride):
+    """TensorFlow's "SAME": (before, after) zeros so that the output has ceil(size / stride) positions."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def tf_conv2d(x, w, b, stride, padding, depthwise=False):
+    """TensorFlow's convolution in its own layouts: x (N, H, W, C); w (F, k, k, C) (OHWI), or
+    (1, k, k, C) for a depthwise convolution; padding "SAME" or "VALID". Returns (N, H', W', F)."""
+    n, h, width, c = x.shape
+    kh, kw = w.shape[1:3]
+    (top, bottom), (left, right) = ((same_padding(h, kh, stride), same_padding(width, kw, stride))
+                                    if padding == "SAME" else ((0, 0), (0, 0)))
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    out_h = (h + top + bottom - kh) // stride + 1
+    out_w = (width + left + right - kw) // stride + 1
+    f = c if depthwise else w.shape[0]
+    out = np.zeros((n, out_h, out_w, f))
+    for y in range(out_h):
+        for z in range(out_w):
+            window = xp[:, y * stride : y * stride + kh, z * stride : z * stride + kw, :]  # (N, kh, kw, C)
+            if depthwise:
+                out[:, y, z, :] = np.sum(window * w[0], axis=(1, 2)) + b
+            else:
+                for k in range(f):
+                    out[:, y, z, k] = np.sum(window * w[k], axis=(1, 2, 3)) + b[k]
+    return out

@@ -104,7 +104,7 @@ def test_refuses_to_overwrite_and_command_errors(net, folder, tmp_path, monkeypa
     assert "neither a folder nor one of the data sets" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert extract_features.main(["--data", str(empty), "--out", str(tmp_path / "e.h5")]) == 2
+    assert extract_features.main(["--data", str(empty), "--out", str(tmp_path / "e.h5"), "--layer", "conv2"]) == 2
     assert "holds no image files" in capsys.readouterr().err
 
 

@@ -45,7 +45,7 @@ class Spec:
     embed_dim: int = 256
     hidden_dim: int = 512
     dropout: float = 0.5
-    attention_dim: int = 256
+    attention_dim: int = 128  # Xu et al. used D; the (N, L, A) tanh is most of a CPU step, so smaller
     doubly_stochastic: float = 1.0
     gate: bool = True
 
