@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from scipy.ndimage import gaussian_filter
 
 
 def load_image(path, size: int | None = None) -> np.ndarray:
@@ -83,3 +84,84 @@ class Preprocessing:
         if self.channel_order == "BGR":
             images = images[..., ::-1]
         return np.clip(images * (255.0 / self.scale) / 255.0, 0, 1)
+
+    def valid_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The model-input values of black and white pixels: (low, high), each (3,) float32 in the
+        model's channel order, so that low[c] <= x[:, c] <= high[c] for every image."""
+        low = (0.0 - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        high = (self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return low.astype(np.float32), high.astype(np.float32)
+
+    def clip(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) model input -> the same, each channel clipped to `valid_range`."""
+        low, high = self.valid_range()
+        return np.clip(x, low[:, None, None], high[:, None, None]).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- operations on model inputs and maps
+
+
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur over space only, each channel of each image on its own.
+
+    The border is reflected (scipy's "reflect"), which keeps every channel's mean: the blur
+    moves intensity between neighbours and loses none at the edges.
+    Inputs:
+    - x: (..., H, W) float, e.g. (N, 3, H, W) model input
+    - sigma: standard deviation of the Gaussian, in pixels (0: no blur)
+    Returns:
+    - array of x's shape and dtype
+    """
+    x = np.asarray(x)
+    if sigma <= 0:
+        return x.copy()
+    return gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect")
+
+
+def roll(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Shift images circularly by dy rows and dx columns; roll(roll(x, dy, dx), -dy, -dx) is x.
+
+    Inputs:
+    - x: (..., H, W)
+    - dy, dx: shifts in pixels (positive: down, right)
+    Returns:
+    - a new array of x's shape
+    """
+    return np.roll(x, (dy, dx), axis=(-2, -1))
+
+
+def random_shift(max_shift: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A jitter: (dy, dx), each uniform in [-max_shift, max_shift]."""
+    dy, dx = rng.integers(-max_shift, max_shift + 1, size=2)
+    return int(dy), int(dx)
+
+
+def _interpolation_matrix(source: int, target: int) -> np.ndarray:
+    """(target, source) linear-interpolation weights with pixel centres aligned (half-pixel offsets),
+    as image resizing does: output pixel i samples input position (i + 0.5) * source / target - 0.5."""
+    position = np.clip((np.arange(target) + 0.5) * source / target - 0.5, 0, source - 1)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, source - 1)
+    weight = position - lower
+    matrix = np.zeros((target, source))
+    matrix[np.arange(target), lower] += 1 - weight
+    matrix[np.arange(target), upper] += weight
+    return matrix
+
+
+def resize_bilinear(maps: np.ndarray, size) -> np.ndarray:
+    """Bilinear resizing of maps or images over their last two axes (no antialiasing).
+
+    Used to lay an activation map (e.g. 8 x 8) over its 64 x 64 image, and to change the scale
+    of images between deep-dream octaves.
+    Inputs:
+    - maps: (..., h, w) float
+    - size: int or (H, W), the new height and width
+    Returns:
+    - (..., H, W) float32
+    """
+    maps = np.asarray(maps, np.float32)
+    height, width = (size, size) if np.isscalar(size) else size
+    rows = _interpolation_matrix(maps.shape[-2], height).astype(np.float32)
+    cols = _interpolation_matrix(maps.shape[-1], width).astype(np.float32)
+    return rows @ maps @ cols.T
