@@ -1,0 +1,1 @@
+"""Seeing inside a trained network: saliency, visualization by optimization, inversion, activations, sanity checks."""
