@@ -23,9 +23,10 @@ from dlmie.models.captioners import default_path, load_captioner
 from dlmie.models.encoders import load_encoder
 
 
-def split_features(captioner, root: Path, split: str, batch_size: int = 16):
+def split_features(captioner, root: Path, split: str, batch_size: int = 16, net=None):
     """Encode the present images of one Flickr8k split with the captioner's encoder.
 
+    net: that encoder, if already loaded (loading and compiling it takes a while); else it is loaded.
     Returns (names: M image names, features (M, ...) float32, references: M lists of captions);
     images that cannot be read are left out with a warning.
     """
@@ -33,7 +34,7 @@ def split_features(captioner, root: Path, split: str, batch_size: int = 16):
     print(data.summary())
     if not data.images:
         raise ValueError(f"none of the {data.num_listed} images of the {split} list are in {data.image_dir}")
-    net = load_encoder(captioner.encoder)
+    net = load_encoder(captioner.encoder) if net is None else net
     names, feats = [], []
     for kept, batch, _ in encode_files(net, captioner.layer, data.image_dir, data.images, batch_size):
         names += kept

@@ -1,8 +1,9 @@
-"""Train a captioner (Show and Tell, Show-Attend-Tell) on Flickr8k image features.
+"""Train a captioner (Show and Tell, Show-Attend-Tell soft or hard) on Flickr8k image features.
 
     python -m dlmie.train_captioner --model show_and_tell             # into runs/show_and_tell/
     python -m dlmie.train_captioner --model show_and_tell --resume    # continue exactly where it stopped
     python -m dlmie.train_captioner --model show_attend_tell --encoder vgg16
+    python -m dlmie.train_captioner --model show_attend_tell_hard     # stochastic attention, REINFORCE
 
 Captions of the train list's images are the training set, those of the dev list's images the
 validation set (the official split; only images present on disk count). The image features come
@@ -109,11 +110,13 @@ class CaptionTrainer:
         features = pt.tensor3("features") if self.module.INPUT == "grid" else pt.matrix("features")
         captions = pt.lmatrix("captions")
         self.rng = pt.random.shared_rng(seed=config.seed)
-        loss, dropout_updates = self.module.loss(spec, self.params, features, captions, train=True, rng=self.rng)
+        loss, loss_updates = self.module.loss(spec, self.params, features, captions, train=True, rng=self.rng)
         grads, norm = optim.clip_by_global_norm(pytensor.grad(loss, [self.params[n] for n in names]), config.clip)
         updates = optim.adam([self.params[n] for n in names], grads, config.lr)
-        self.optimizer = {v.name: v for v in optim.optimizer_state(updates, [self.params[n] for n in names])}
-        self.train_step = pytensor.function([features, captions], [loss, norm], updates=updates + dropout_updates)
+        # Adam's moments, and what the loss keeps besides the generator (hard attention's baseline)
+        self.optimizer = {v.name: v for v in optim.optimizer_state(updates + loss_updates,
+                                                                    [self.params[n] for n in names] + [self.rng])}
+        self.train_step = pytensor.function([features, captions], [loss, norm], updates=updates + loss_updates)
         val_loss, _ = self.module.loss(spec, self.params, features, captions, train=False)
         self.val_loss = pytensor.function([features, captions], val_loss)
 
@@ -121,7 +124,7 @@ class CaptionTrainer:
         return {name: p.get_value() for name, p in self.params.items()}
 
     def state(self) -> tuple[dict, dict]:
-        """Arrays (weights, Adam's moments and step) and the generator's state, for last.npz."""
+        """Arrays (weights, Adam's moments and step, the loss's state) and the generator's state, for last.npz."""
         arrays = self.weights()
         arrays.update({name: v.get_value() for name, v in self.optimizer.items()})
         return arrays, self.rng.get_value().bit_generator.state

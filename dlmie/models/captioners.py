@@ -4,7 +4,7 @@
     decoded = captioner.caption(grids, beam_size=3)       # grids: (N, L, D) encoder features
     print(decoded.captions(captioner.vocab))
 
-A captioner module (show_and_tell, show_attend_tell) has `Spec`, `init_params`, `loss`,
+A captioner module (show_and_tell, show_attend_tell, show_attend_tell_hard) has `Spec`, `init_params`, `loss`,
 `decoder_graph`, and `INPUT`: "vector" if it reads one feature vector per image (the mean of
 the encoder's grid), "grid" if it attends over the grid's regions.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from dlmie import checkpoint, layers as L
 from dlmie.data.vocab import Vocabulary
 
-CAPTIONERS = ("show_and_tell", "show_attend_tell")
+CAPTIONERS = ("show_and_tell", "show_attend_tell", "show_attend_tell_hard")
 
 
 def captioner_module(name: str):
@@ -27,6 +27,8 @@ def captioner_module(name: str):
         from dlmie.models import show_and_tell as module
     elif name == "show_attend_tell":
         from dlmie.models import show_attend_tell as module
+    elif name == "show_attend_tell_hard":
+        from dlmie.models import show_attend_tell_hard as module
     else:
         raise ValueError(f"unknown captioner {name!r}: use one of {', '.join(CAPTIONERS)}")
     return module
@@ -48,7 +50,7 @@ def model_input(module, features: np.ndarray) -> np.ndarray:
 class Captioner:
     """A trained captioner in inference mode.
 
-    - kind: "show_and_tell" or "show_attend_tell"; module: its module
+    - kind: one of CAPTIONERS; module: its module
     - spec: the module's Spec; params: name -> shared variable
     - vocab: Vocabulary; encoder, layer: the image features it was trained on
     - max_length: the longest caption (in words) it was trained on
