@@ -6,6 +6,7 @@ composed in float, so no value ever wraps around through uint8.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,6 +63,13 @@ def signed_image(values: np.ndarray, scale: float | None = None) -> np.ndarray:
     return np.clip(0.5 + scale * values, 0, 1)
 
 
+def wrap_title(title: str, width_inches: float) -> str:
+    """An 8-point title broken into lines that fit `width_inches` (a caption under an image);
+    the title's own line breaks are kept."""
+    chars = max(12, int(width_inches * 16))  # about 16 characters of 8-point text per inch
+    return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+
+
 def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size: float = 2.2, boxes=None):
     """A grid of images and maps without axes, filled row by row.
 
@@ -87,7 +95,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
         else:
             ax.imshow(as_float_image(image))
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(wrap_title(titles[i], size), fontsize=8)
         if boxes is not None and boxes[i] is not None:
             x0, y0, x1, y1 = boxes[i]  # pixel (row, column) covers [column - 0.5, column + 0.5] in imshow's axes
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1,

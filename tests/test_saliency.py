@@ -185,3 +185,10 @@ def test_image_grid_saves(tmp_path):
                            boxes=[(0, 1, 2, 3), None])
     path = plots.save_figure(fig, tmp_path / "figures" / "grid.png")
     assert path.exists() and path.stat().st_size > 0
+
+
+def test_wrapped_titles_fit_the_cell_and_keep_their_line_breaks():
+    title = "beam: a little girl in a blue shirt is standing on a sidewalk next to a bench\ntruth: a girl"
+    lines = plots.wrap_title(title, 2.0).split("\n")
+    assert max(map(len, lines)) <= 32 and lines[-1] == "truth: a girl"
+    assert " ".join(lines[:-1]).split() == title.split("\n")[0].split()  # no word lost or broken
