@@ -84,7 +84,10 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     Returns the matplotlib Figure.
     """
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.1), squeeze=False)
+    titles = None if titles is None else [wrap_title(t, size) for t in titles]
+    lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
+    row_height = size + 0.2 * lines + 0.1  # an 8-point title line takes about 0.2 inch: rows never overlap
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= len(images):
@@ -95,7 +98,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
         else:
             ax.imshow(as_float_image(image))
         if titles is not None:
-            ax.set_title(wrap_title(titles[i], size), fontsize=8)
+            ax.set_title(titles[i], fontsize=8)
         if boxes is not None and boxes[i] is not None:
             x0, y0, x1, y1 = boxes[i]  # pixel (row, column) covers [column - 0.5, column + 0.5] in imshow's axes
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1,

@@ -66,3 +66,19 @@ def test_torch_row_is_skipped_without_torch(monkeypatch):
     monkeypatch.setattr(bench, "torch_convnet", lambda params: None)
     _, references = bench.convnet_fwd_inputgrad(1)
     assert references["torch"] == bench.TORCH_MISSING
+
+
+# Show-Attend-Tell at a size that compiles and runs in seconds: 5 regions of 12, 6 steps.
+SAT_TINY = {"vocab_size": 30, "regions": 5, "feature_dim": 12, "embed_dim": 8, "hidden_dim": 10, "attention_dim": 6,
+            "steps": 6}
+
+
+def test_sat_train_step_agrees_with_torch():
+    """Building the row checks the first step's loss and gradient norm; the next steps check that
+    clipping and Adam moved both models' weights alike."""
+    pytest.importorskip("torch")
+    ours, references = bench.sat_train_step(3, SAT_TINY)
+    for _ in range(2):
+        (loss, norm), (ref_loss, ref_norm) = ours(), references["torch"]()
+        assert abs(float(loss) - ref_loss) <= bench.AGREEMENT_TOL * ref_loss
+        assert abs(float(norm) - ref_norm) <= bench.AGREEMENT_TOL * ref_norm

@@ -104,6 +104,21 @@ def test_relu6():
     assert np.array_equal(evaluate(L.relu6, x=x), [0, 0, 3, 6, 6])
 
 
+@pytest.mark.parametrize("dtype, atol", [("float32", 3e-7), ("float64", 1e-15)])
+def test_tanh_matches_numpy(dtype, atol):
+    """2 sigmoid(2x) - 1 against np.tanh: absolute error of a few roundings of 1, and saturation to
+    +-1 without overflow or NaN far out (exp(200) is inf in float32)."""
+    x = np.concatenate([np.linspace(-10, 10, 2001), [-100.0, -30.0, -1e-20, 0.0, 1e-20, 30.0, 100.0]]).astype(dtype)
+    out = evaluate(L.tanh, x=x)
+    assert out.dtype == dtype and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, np.tanh(x.astype(np.float64)), rtol=0, atol=atol)
+    assert np.array_equal(out[[-7, -1]], [-1, 1])
+
+
+def test_tanh_gradients():
+    assert_gradients(L.tanh, x=rng.standard_normal((3, 4)) * 2)
+
+
 POOL_CASES = [
     # (N, C, H, W), size, stride, pad
     ((2, 3, 8, 8), 2, 2, 0),

@@ -77,8 +77,8 @@ def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
 def initial_state(params: dict, annotations):
     """h_0, c_0 (N, H) from the mean annotation vector; annotations (N, L, D)."""
     mean = annotations.mean(axis=1)
-    return (pt.tanh(L.affine(mean, params["init_h.W"], params["init_h.b"])),
-            pt.tanh(L.affine(mean, params["init_c.W"], params["init_c.b"])))
+    return (L.tanh(L.affine(mean, params["init_h.W"], params["init_h.b"])),
+            L.tanh(L.affine(mean, params["init_c.W"], params["init_c.b"])))
 
 
 def attend(params: dict, spec: Spec, annotations, projected, h_prev):
@@ -91,11 +91,16 @@ def attend(params: dict, spec: Spec, annotations, projected, h_prev):
     - z: (N, D) the gated context beta * sum_i alpha_i a_i
     - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions
     """
-    scores = pt.dot(pt.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
+    scores = pt.dot(L.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
     alpha = pt.special.softmax(scores, axis=1)
-    z = (alpha.dimshuffle(0, 1, "x") * annotations).sum(axis=1)
+    # beta scales the weights rather than the context (the same z): beta's gradient then needs no second
+    # (N, L) x (N, L, D) product in the backward pass to recover the ungated context
+    weights = alpha
     if spec.gate:
-        z = z * pt.sigmoid(pt.dot(h_prev, params["gate.w"]) + params["gate.b"]).dimshuffle(0, "x")
+        weights = alpha * pt.sigmoid(pt.dot(h_prev, params["gate.w"]) + params["gate.b"]).dimshuffle(0, "x")
+    # sum_i w_i a_i as N (1, L) x (L, D) BLAS products, forward and backward, not an (N, L, D) broadcast
+    # product and its reduction
+    z = pt.matmul(weights.dimshuffle(0, "x", 1), annotations)[:, 0]
     return z, alpha
 
 
@@ -125,6 +130,9 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     - updates: the dropout generator's update
     - (alpha (N, T, L), when return_attention)
     """
+    # A static D lets PyTensor move lstm.Wz's gradient out of the backward loop: one (D, T N) x (T N, 4H)
+    # GEMM after it instead of a (D, 4H) product and accumulation in every step.
+    features = pt.specify_shape(features, (None, None, spec.feature_dim))
     words_in, words_out = captions[:, :-1], captions[:, 1:]
     mask = pt.cast(pt.neq(words_out, 0), features.dtype)  # <NULL> is index 0
     embedded = L.word_embedding(words_in, params["embed.W"])  # (N, T, E)
