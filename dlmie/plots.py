@@ -86,7 +86,9 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     nrows = -(-len(images) // ncols)
     titles = None if titles is None else [wrap_title(t, size) for t in titles]
     lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
-    row_height = size + 0.2 * lines + 0.1  # an 8-point title line takes about 0.2 inch: rows never overlap
+    tallest = max(np.shape(image)[0] / np.shape(image)[1] for image in images)  # height / width
+    # a cell is `size` wide and as tall as its tallest image; an 8-point title line takes about 0.2 inch
+    row_height = size * tallest + 0.2 * lines + 0.1
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
