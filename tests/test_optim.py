@@ -116,3 +116,19 @@ def test_clip_by_global_norm():
     assert rel_error(ca, a / 5) < 1e-12 and rel_error(cb, b / 5) < 1e-12
     small_a, small_b, _ = f(a / 10, b / 10)  # norm 0.5 < 1: unchanged
     assert rel_error(small_a, a / 10) < 1e-12 and rel_error(small_b, b / 10) < 1e-12
+
+
+@pytest.mark.parametrize("rule", ["adam", "momentum"])
+def test_each_weight_gradient_is_one_gemm(rule):
+    """A training step reads dW = X^T dY several times (the clipping norm, the update's scalings);
+    dlmie.config keeps PyTensor from folding each scaling into a GEMM of its own, which made the
+    step compute the same weight gradient three times."""
+    x, y = pt.matrix("x"), pt.matrix("y")
+    w = pytensor.shared(np.zeros((8, 5), pytensor.config.floatX), name="w")
+    loss = pt.sqr(pt.dot(x, w) - y).sum()
+    grads, _ = optim.clip_by_global_norm(pytensor.grad(loss, [w]), 5.0)
+    updates = getattr(optim, rule)([w], grads, 0.01)
+    step = pytensor.function([x, y], loss, updates=updates)
+    gemms = [node for node in step.maker.fgraph.toposort()
+             if type(node.op).__name__ in ("Dot22", "Dot22Scalar", "Gemm", "Dot", "Gemv")]
+    assert len(gemms) == 2, gemms  # x w forward, x^T dY backward (once)
