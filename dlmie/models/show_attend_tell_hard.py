@@ -66,7 +66,7 @@ init_params = soft.init_params
 decoder_graph = soft.decoder_graph  # decoding with the expected context, see the module docstring
 
 
-class Path(NamedTuple):
+class SampledPath(NamedTuple):
     """The teacher-forced decoder along one sampled attention path (see `sampled_path`).
 
     - log_likelihood: (N,) log p(y|s,a), summed over the unpadded words
@@ -105,7 +105,7 @@ def sampled_path(spec: Spec, params: dict, features, captions, uniforms, hard, r
     - hard: (N,) 1 where a caption reads the sampled region, 0 where it reads the expected context
     - rng, train: dropout on the deep output, as in soft Show-Attend-Tell
     Returns:
-    - path: Path
+    - path: SampledPath
     - updates: the dropout generator's update
     """
     words_in, words_out = captions[:, :-1], captions[:, 1:]
@@ -137,7 +137,7 @@ def sampled_path(spec: Spec, params: dict, features, captions, uniforms, hard, r
     n, t, v = scores.shape
     log_p_words = L.log_softmax(scores.reshape((n * t, v)), axis=1)[pt.arange(n * t), words_out.flatten()]
     picked_alpha = alpha.reshape((n * t, -1))[pt.arange(n * t), s.flatten()]
-    path = Path(
+    path = SampledPath(
         log_likelihood=(log_p_words.reshape((n, t)) * mask).sum(axis=1),
         log_p_locations=(_log(picked_alpha).reshape((n, t)) * mask).sum(axis=1),
         entropy=(-(alpha * _log(alpha)).sum(axis=2) * mask).sum(axis=1),
@@ -151,11 +151,11 @@ def _log(x):
     return pt.log(pt.maximum(x, L.scalar(1e-30, x.dtype)))
 
 
-def estimator_loss(spec: Spec, path: Path, hard, baseline):
+def estimator_loss(spec: Spec, path: SampledPath, hard, baseline):
     """The surrogate loss whose gradient is eq. 12's estimator (see the module docstring).
 
     Inputs:
-    - path: Path; hard: (N,) 1 for captions on sampled locations, 0 for those on the expected context
+    - path: SampledPath; hard: (N,) 1 for captions on sampled locations, 0 for those on the expected context
     - baseline: scalar b, the moving average of log p(y|s,a)
     Returns:
     - loss: scalar, worth -mean_n log p(y|s,a) + the doubly stochastic penalty
