@@ -895,8 +895,11 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="time the first gradient, cold vs warm cache")
     parser.add_argument("--threads", type=int, help="set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS (restarts)")
     args = parser.parse_args(argv)
-    if args.threads is not None and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+    thread_vars = {"OPENBLAS_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+    # Both variables, not one: torch reads OMP_NUM_THREADS, so a shell that preset only OpenBLAS's
+    # would otherwise time our one thread against torch on every core.
+    if args.threads is not None and any(os.environ.get(k) != v for k, v in thread_vars.items()):
+        env = {**os.environ, **thread_vars}
         argv = sys.argv[1:] if argv is None else list(argv)
         os.execve(sys.executable, [sys.executable, "-m", "dlmie.bench", *argv], env)
     if args.list:

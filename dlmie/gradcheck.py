@@ -142,8 +142,9 @@ def layer_checks(seed: int = 0) -> list:
 
 
 def recurrent_checks(seed: int = 0) -> list:
-    """Float64 gradient checks of the recurrent pieces: the LSTM step, the LSTM over time (scan),
-    and the Show and Tell loss with padding. Same format as `layer_checks`: (title, build, inputs, h)."""
+    """Float64 gradient checks of the recurrent pieces: the LSTM step, the LSTM over time (scan and
+    its written-out backward pass), and the Show and Tell loss with padding. Same format as
+    `layer_checks`: (title, build, inputs, h)."""
     from dlmie import rnn
     from dlmie.models import show_and_tell
 
@@ -163,8 +164,9 @@ def recurrent_checks(seed: int = 0) -> list:
     return [
         ("lstm_step (h and c)", lstm_step,
          {"x": normal((n, d)), "h_prev": normal((n, h)), "c_prev": normal((n, h)), **weights}, 1e-5),
-        ("lstm over 5 steps (scan)", lambda x, h0, wx, wh, b: rnn.lstm(x, h0, wx, wh, b)[0],
-         {"x": normal((n, t, d)), "h0": normal((n, h)), **weights}, 1e-5),
+        ("lstm over 5 steps (h and c)",
+         lambda x, h0, c0, wx, wh, b: pt.concatenate(rnn.lstm(x, h0, wx, wh, b, c0=c0), axis=2),
+         {"x": normal((n, t, d)), "h0": normal((n, h)), "c0": normal((n, h)), **weights}, 1e-5),
         # O(1) random weights rather than the small initial ones, and h = 1e-4: the loss sums ~30
         # nats, so with h = 1e-5 the round-off of its finite differences (~1e-16 * 30 / h) is as
         # large as the smallest gradient entries and rel_error would measure it, not the gradient.

@@ -123,13 +123,25 @@ class Trainer:
         for name, var in self.velocities.items():
             var.set_value(arrays[name])
 
-def save_checkpoint(path: Path, trainer: Trainer, epoch: int, step: int, history: list):
+@dataclass
+class EpochTotals:
+    """What the epoch's log line sums over all of its steps; checkpointed with the position in the
+    epoch, so that an epoch split across sessions logs its whole loss, accuracy and time."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+def save_checkpoint(path: Path, trainer: Trainer, epoch: int, step: int, history: list, totals: EpochTotals):
     meta = {
         "config": trainer.config.__dict__,
         "preprocessing": trainer.preprocessing.to_dict(),
         "epoch": epoch,
         "step": step,
         "history": history,
+        "epoch_totals": totals.__dict__,
     }
     checkpoint.save(path, trainer.state(), meta)
 
@@ -170,6 +182,7 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
         config = TrainConfig(**meta["config"])
         preprocessing = Preprocessing(**meta["preprocessing"])
         epoch, step, history = meta["epoch"], meta["step"], meta["history"]
+        totals = EpochTotals(**meta.get("epoch_totals", {}))  # checkpoints before 2026-11-26 have none
         if epochs is not None and epochs != config.epochs:
             print(f"the run's length changes from {config.epochs} to {epochs} epochs; "
                   "the learning-rate schedule follows the new length from here")
@@ -182,7 +195,7 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
         preprocessing = Preprocessing(mean=tuple(pixels.mean(0).round(4).tolist()),
                                       std=tuple(pixels.std(0).round(4).tolist()))
         arrays = convnet.init_params(convnet.ConvNetSpec.from_dict(config.spec), config.seed)
-        epoch, step, history = 0, 0, []
+        epoch, step, history, totals = 0, 0, [], EpochTotals()
 
     print("compiling the training step...", flush=True)
     weight_names = convnet.init_params(convnet.ConvNetSpec.from_dict(config.spec)).keys()
@@ -196,38 +209,41 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train_split.images))
         bar = tqdm(range(step, steps_per_epoch), initial=step, total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
-        running_loss = running_correct = seen = 0.0
-        epoch_started = time.time()
+        resumed_at = time.time() - totals.seconds
         for step in bar:
             trainer.lr.set_value(np.float32(learning_rate(config, epoch + step / steps_per_epoch)))
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             rng = np.random.default_rng([config.seed, epoch, step])
             x = preprocessing(augment(train_split.images[index], config.crop_padding, rng))
             loss, correct = trainer.train_step(x, train_split.labels[index])
-            running_loss, running_correct, seen = running_loss + loss * len(index), running_correct + correct, seen + len(index)
-            bar.set_postfix(loss=f"{running_loss / seen:.3f}", acc=f"{running_correct / seen:.3f}",
+            totals.loss_sum += float(loss) * len(index)
+            totals.correct += float(correct)
+            totals.seen += len(index)
+            totals.seconds = time.time() - resumed_at
+            bar.set_postfix(loss=f"{totals.loss_sum / totals.seen:.3f}", acc=f"{totals.correct / totals.seen:.3f}",
                             lr=f"{float(trainer.lr.get_value()):.4f}")
             steps_done += 1
             out_of_time = (max_minutes is not None and time.time() - started > 60 * max_minutes) or steps_done == max_steps
             if time.time() - last_save > 60 * config.checkpoint_minutes or out_of_time:
-                save_checkpoint(last, trainer, epoch, step + 1, history)
+                save_checkpoint(last, trainer, epoch, step + 1, history, totals)
                 last_save = time.time()
             if out_of_time:
                 bar.close()
                 print(f"stopped after {steps_done} steps; continue with --resume --out {out_dir}")
                 return
         top1, top5 = accuracy(lambda images: trainer.scores(preprocessing(images)), val_split.images, val_split.labels)
-        seconds = time.time() - epoch_started
-        record = {"epoch": epoch + 1, "train_loss": round(float(running_loss) / max(seen, 1), 4),
-                  "train_acc": round(float(running_correct) / max(seen, 1), 4), "val_top1": round(top1, 4),
+        seconds = time.time() - resumed_at
+        seen = max(totals.seen, 1)
+        record = {"epoch": epoch + 1, "train_loss": round(totals.loss_sum / seen, 4),
+                  "train_acc": round(totals.correct / seen, 4), "val_top1": round(top1, 4),
                   "val_top5": round(top5, 4), "minutes": round(seconds / 60, 2),
-                  "images_per_s": round(seen / seconds, 1)}
+                  "images_per_s": round(totals.seen / seconds, 1)}
         history.append(record)
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
-        epoch, step = epoch + 1, 0
-        save_checkpoint(last, trainer, epoch, step, history)
+        epoch, step, totals = epoch + 1, 0, EpochTotals()
+        save_checkpoint(last, trainer, epoch, step, history, totals)
         last_save = time.time()
     print(f"training finished: {history[-1] if history else 'no epochs'}")
 

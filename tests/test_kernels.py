@@ -10,7 +10,8 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 from dlmie.gradcheck import check_gradients, rel_error
-from dlmie.kernels import BatchNormGrad, BatchNormTrain, Col2Im, Im2Col, output_size
+from dlmie.kernels import (BatchNormGrad, BatchNormTrain, Col2Im, Im2Col, LSTMCell, LSTMCellGrad, SoftmaxCrossEntropy,
+                           SoftmaxCrossEntropyGrad, output_size)
 
 GRAD_TOL = 1e-6
 rng = np.random.default_rng(2024)
@@ -203,7 +204,7 @@ def test_batchnorm_ops_on_strided_views(mode):
 
 
 def _grad_formula(v, d, g):
-    from dlmie.kernels import _batchnorm_grad_graph
+    from dlmie.kernels.batchnorm import _batchnorm_grad_graph
 
     xs = v[..., ::-2]
     mean, var = xs.mean(axis=(0, 2, 3)), xs.var(axis=(0, 2, 3))
@@ -253,3 +254,148 @@ def test_batchnorm_grad_op_gradients(shape):
                                      "dy": rng.standard_normal(shape)})
     for name, err in errors.items():
         assert err < GRAD_TOL, (name, err)
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+
+
+def cross_entropy_reference(scores, y):
+    """Per-row -log softmax(scores)[y] and logsumexp, straight from the definition in float64."""
+    s = scores.astype(np.float64)
+    lse = np.log(np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1)) + s.max(axis=1)
+    return lse - s[np.arange(len(y)), y], lse
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_cross_entropy_matches_the_definition(mode, dtype):
+    scores = (rng.standard_normal((7, 11)) * 5).astype(dtype)
+    scores[3] += 1000  # large scores: the max is subtracted before exp
+    y = rng.integers(0, 11, 7)
+    s, t = pt.matrix(dtype=dtype), pt.lvector()
+    loss, lse = SoftmaxCrossEntropy()(s, t)
+    got_loss, got_lse = pytensor.function([s, t], [loss, lse], mode=MODES[mode])(scores, y)
+    want_loss, want_lse = cross_entropy_reference(scores, y)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert got_loss.dtype == dtype and rel_error(got_loss, want_loss) < tol
+    assert rel_error(got_lse, want_lse) < tol
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_softmax_cross_entropy_gradient_on_a_strided_view(mode):
+    """The scores read through a transposed view; rows with a zero gradient give zero rows."""
+    stored = rng.standard_normal((9, 6))
+    y = rng.integers(0, 9, 6)
+    g = rng.standard_normal(6)
+    g[[1, 4]] = 0
+    s, t, gv = pt.matrix(dtype="float64"), pt.lvector(), pt.vector(dtype="float64")
+    loss, _ = SoftmaxCrossEntropy()(s.T, t)
+    d = pytensor.grad((loss * gv).sum(), s)
+    got = pytensor.function([s, t, gv], d, mode=MODES[mode])(stored, y, g)
+    scores = stored.T
+    softmax = np.exp(scores - scores.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    want = (softmax - np.eye(9)[y]) * g[:, None]
+    assert rel_error(got, want.T) < 1e-12
+    assert np.all(got[:, [1, 4]] == 0)
+
+
+def test_softmax_cross_entropy_gradients():
+    """Both outputs get a gradient (the loss and the logsumexp); float64 finite differences."""
+    y = rng.integers(0, 8, 5)
+
+    def build(scores):
+        loss, lse = SoftmaxCrossEntropy()(scores, pt.as_tensor(y))
+        return pt.stack([loss, 0.5 * lse])
+
+    errors = check_gradients(build, {"scores": rng.standard_normal((5, 8))})
+    assert errors["scores"] < GRAD_TOL, errors
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_softmax_cross_entropy_rejects_bad_targets(mode):
+    s, t = pt.matrix(dtype="float64"), pt.lvector()
+    loss, lse = SoftmaxCrossEntropy()(s, t)
+    d = SoftmaxCrossEntropyGrad()(s, t, lse, loss)
+    forward = pytensor.function([s, t], loss, mode=MODES[mode])
+    backward = pytensor.function([s, t], d, mode=MODES[mode])
+    scores = rng.standard_normal((3, 4))
+    for f in (forward, backward):
+        with pytest.raises(IndexError, match=r"target 4 of row 1 is not a class index in \[0, 4\)"):
+            f(scores, np.array([0, 4, 1]))
+        with pytest.raises(IndexError, match="target -1 of row 2"):
+            f(scores, np.array([0, 1, -1]))
+    with pytest.raises(ValueError, match="per-row input"):
+        forward(scores, np.array([0, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        SoftmaxCrossEntropy()(s, pt.vector(dtype="float64"))
+
+
+# ---------------------------------------------------------------- LSTM cell
+
+
+def lstm_cell_reference(a, c_prev):
+    """h, c and the activated gates of one step, cs231n's equations in float64."""
+    hidden = c_prev.shape[1]
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    i, f, o = (sigmoid(a[:, k * hidden : (k + 1) * hidden]) for k in range(3))
+    g = np.tanh(a[:, 3 * hidden :])
+    c = f * c_prev + i * g
+    return o * np.tanh(c), c, np.concatenate([i, f, o, g], axis=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lstm_cell_matches_the_equations(mode, dtype):
+    """Large pre-activations included (the gates saturate, nothing overflows); `a` is read
+    through a transposed view, which the C code copies to contiguous memory first."""
+    a = (rng.standard_normal((5, 12)) * 4).astype(dtype)
+    a[0, :4] = [-200, 200, -60, 60]
+    c_prev = rng.standard_normal((5, 3)).astype(dtype)
+    stored, cell = pt.matrix(dtype=dtype), pt.matrix(dtype=dtype)
+    outputs = LSTMCell()(stored.T, cell)
+    got = pytensor.function([stored, cell], outputs, mode=MODES[mode])(np.ascontiguousarray(a.T), c_prev)
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    for name, value, want in zip(("h", "c", "act"), got, lstm_cell_reference(a.astype(np.float64), c_prev)):
+        assert value.dtype == dtype and np.all(np.isfinite(value))
+        assert np.max(np.abs(value - want)) < tol, name
+
+
+def test_lstm_cell_gradients():
+    """Every output gets a gradient, the gates too (the pullback adds their derivative)."""
+    def build(a, c_prev):
+        h, c, act = LSTMCell()(a, c_prev)
+        return pt.concatenate([h, 0.7 * c, 0.3 * act], axis=1)
+
+    errors = check_gradients(build, {"a": rng.standard_normal((3, 16)) * 2, "c_prev": rng.standard_normal((3, 4))})
+    for name, err in errors.items():
+        assert err < GRAD_TOL, (name, err)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lstm_cell_grad_matches_the_pullback_formula(mode):
+    a, c_prev = rng.standard_normal((4, 20)), rng.standard_normal((4, 5))
+    dh, dc = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    h, c, act = lstm_cell_reference(a, c_prev)
+    i, f, o, g = np.split(act, 4, axis=1)
+    d_cell = dc + dh * o * (1 - np.tanh(c) ** 2)
+    want_da = np.concatenate([d_cell * g * i * (1 - i), d_cell * c_prev * f * (1 - f),
+                              dh * np.tanh(c) * o * (1 - o), d_cell * i * (1 - g**2)], axis=1)
+    inputs = [pt.matrix(dtype="float64") for _ in range(5)]
+    f_grad = pytensor.function(inputs, LSTMCellGrad()(*inputs), mode=MODES[mode])
+    d_a, d_c_prev = f_grad(act, c_prev, c, dh, dc)
+    assert rel_error(d_a, want_da) < 1e-10
+    assert rel_error(d_c_prev, d_cell * f) < 1e-10
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lstm_cell_rejects_mismatched_shapes(mode):
+    a, cell = pt.matrix(dtype="float64"), pt.matrix(dtype="float64")
+    f = pytensor.function([a, cell], LSTMCell()(a, cell), mode=MODES[mode])
+    with pytest.raises(ValueError, match=r"gates must be \(N, 4H\) and cell states \(N, H\)"):
+        f(np.zeros((2, 12)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="got gates 2x10"):
+        f(np.zeros((2, 10)), np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="one dtype"):
+        LSTMCell()(a, pt.matrix(dtype="float32"))
+

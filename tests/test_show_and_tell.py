@@ -47,7 +47,13 @@ def test_lstm_matches_numpy_and_step():
 
 
 def test_lstm_gradients():
-    for name, err in check_gradients(lambda x, h0, wx, wh, b: rnn.lstm(x, h0, wx, wh, b)[0], lstm_inputs()).items():
+    """Both outputs (h and c) and every input (c0 included) through the written-out backward pass."""
+    inputs = {**lstm_inputs(), "c0": rng.standard_normal((3, 6))}
+
+    def both_states(x, h0, wx, wh, b, c0):
+        return pt.concatenate(rnn.lstm(x, h0, wx, wh, b, c0=c0), axis=2)
+
+    for name, err in check_gradients(both_states, inputs).items():
         assert err < GRAD_TOL, f"d{name}: {err:.2e}"
     step_inputs = {"x": rng.standard_normal((3, 5)), "h": rng.standard_normal((3, 6)), "c": rng.standard_normal((3, 6)),
                    "wx": rng.standard_normal((5, 24)) * 0.4, "wh": rng.standard_normal((6, 24)) * 0.4,
@@ -55,6 +61,25 @@ def test_lstm_gradients():
     for name, err in check_gradients(lambda x, h, c, wx, wh, b: pt.concatenate(rnn.lstm_step(x, h, c, wx, wh, b), axis=1),
                                      step_inputs).items():
         assert err < GRAD_TOL, f"lstm_step d{name}: {err:.2e}"
+
+
+def test_lstm_backward_does_not_recompute_the_forward_pass():
+    """The backward scan holds one GEMM per step (da Wh^T) and reads the stored gates: no LSTMCell
+    and no h_prev Wh in it, which is what `pytensor.grad` of a plain scan would recompute."""
+    from pytensor.scan.op import Scan
+    from pytensor.tensor.blas import Dot22, Gemm, Gemv
+    from dlmie.kernels import LSTMCell, LSTMCellGrad
+
+    x, h0 = pt.tensor3("x"), pt.matrix("h0")
+    wx, wh, b = pt.matrix("wx"), pt.matrix("wh"), pt.vector("b")
+    h, _ = rnn.lstm(x, h0, wx, wh, b)
+    f = pytensor.function([x, h0, wx, wh, b], pytensor.grad((h**2).sum(), [x, wh]))
+    inner_ops = [[type(node.op) for node in node.op.fgraph.apply_nodes]
+                 for node in f.maker.fgraph.apply_nodes if isinstance(node.op, Scan)]
+    backward = [ops for ops in inner_ops if LSTMCellGrad in ops]
+    assert len(inner_ops) == 2 and len(backward) == 1, inner_ops
+    assert LSTMCell not in backward[0]
+    assert sum(op in (Dot22, Gemm, Gemv) for op in backward[0]) == 1, backward[0]
 
 
 SPEC = show_and_tell.Spec(vocab_size=9, feature_dim=7, embed_dim=5, hidden_dim=6, dropout=0.0)

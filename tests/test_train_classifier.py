@@ -30,6 +30,9 @@ def test_resume_is_exact(tmp_path):
     for name in straight:
         assert np.allclose(straight[name], resumed[name], rtol=1e-5, atol=1e-6), name
     assert len((tmp_path / "straight" / "log.jsonl").read_text().splitlines()) == 2
+    # The epoch that was split across two runs logs all of its steps, not only the resumed ones.
+    for key in ("train_loss", "train_acc"):
+        assert np.isclose(meta_a["history"][1][key], meta_b["history"][1][key], atol=1e-3), key
 
     with pytest.raises(FileExistsError, match="--resume"):
         train(tmp_path / "straight", config(), resume=False, data=data)

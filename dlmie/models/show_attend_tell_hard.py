@@ -42,6 +42,7 @@ import pytensor.tensor as pt
 from pytensor.gradient import zero_grad
 from dlmie import layers as L
 from dlmie import rnn
+from dlmie.kernels import SoftmaxCrossEntropy
 from dlmie.models import show_attend_tell as soft
 
 KIND = "show_attend_tell_hard"
@@ -135,7 +136,8 @@ def sampled_path(spec: Spec, params: dict, features, captions, uniforms, hard, r
     pre, updates = L.dropout(soft._deep_output(params, embedded, h, z), spec.dropout, rng, train)
     scores = L.temporal_affine(pre, params["out.W"], params["out.b"])
     n, t, v = scores.shape
-    log_p_words = L.log_softmax(scores.reshape((n * t, v)), axis=1)[pt.arange(n * t), words_out.flatten()]
+    word_losses, _ = SoftmaxCrossEntropy()(scores.reshape((n * t, v)), words_out.flatten())
+    log_p_words = -word_losses
     picked_alpha = alpha.reshape((n * t, -1))[pt.arange(n * t), s.flatten()]
     path = SampledPath(
         log_likelihood=(log_p_words.reshape((n, t)) * mask).sum(axis=1),

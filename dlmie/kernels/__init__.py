@@ -1,0 +1,20 @@
+"""Compiled PyTensor Ops for the loops that PyTensor's own ops run slowly: one module per concern.
+
+- conv: `Im2Col` and `Col2Im`, around the one GEMM of a convolution
+- batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization
+- cross_entropy: `SoftmaxCrossEntropy` and its gradient, the loss of every model
+- lstm: `LSTMCell` and its gradient, the gates and cell update of an LSTM step
+
+Every Op has a C implementation (used by dlmie's C backend) and a NumPy `perform` (used by the
+Python backend, and a readable reference). They take float32 or float64 and keep the dtype.
+The C loops run on one core: on two cores, OpenMP threads gained nothing over the OpenBLAS
+threads of the GEMMs around them (and slowed those GEMMs while they spun).
+"""
+
+from dlmie.kernels.batchnorm import BatchNormGrad, BatchNormTrain
+from dlmie.kernels.conv import Col2Im, Im2Col, output_size
+from dlmie.kernels.cross_entropy import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
+from dlmie.kernels.lstm import LSTMCell, LSTMCellGrad
+
+__all__ = ["BatchNormGrad", "BatchNormTrain", "Col2Im", "Im2Col", "LSTMCell", "LSTMCellGrad", "SoftmaxCrossEntropy",
+           "SoftmaxCrossEntropyGrad", "output_size"]

@@ -1,0 +1,28 @@
+"""What every compiled Op of dlmie.kernels shares: the float dtypes they take, and C snippets
+that (re)allocate an output array only when the one PyTensor hands back does not fit."""
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def alloc_like(out, like, fail):
+    """C: (re)allocate `out` with the shape and memory order of `like` (NumPy's order='K'), so
+    that a channel-first input gives a channel-first output, which conv2d's GEMMs read in place."""
+    return f"""
+    if (!{out} || PyArray_NDIM({out}) != PyArray_NDIM({like})
+        || !PyArray_CompareLists(PyArray_DIMS({out}), PyArray_DIMS({like}), PyArray_NDIM({like}))) {{
+        Py_XDECREF({out});
+        {out} = (PyArrayObject*)PyArray_NewLikeArray({like}, NPY_KEEPORDER, NULL, 0);
+        if (!{out}) {{ {fail} }}
+    }}
+    """
+
+
+def alloc_vector(out, length, like, fail):
+    return f"""
+    if (!{out} || PyArray_DIMS({out})[0] != {length}) {{
+        Py_XDECREF({out});
+        npy_intp vdims[1] = {{{length}}};
+        {out} = (PyArrayObject*)PyArray_EMPTY(1, vdims, PyArray_TYPE({like}), 0);
+        if (!{out}) {{ {fail} }}
+    }}
+    """
