@@ -16,7 +16,9 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
-from dlmie.kernels import BatchNormTrain, Im2Col, SoftmaxCrossEntropy
+from pytensor.compile.builders import OpFromGraph
+from pytensor.gradient import disconnected_type
+from dlmie.kernels import BatchNormTrain, EmbeddingGrad, Im2Col, SoftmaxCrossEntropy
 
 
 def scalar(value, dtype):
@@ -346,8 +348,15 @@ def word_embedding(x, w):
     - w: (V, D) embedding matrix
     Returns:
     - out: (N, T, D), out[n, t] = w[x[n, t]]
+
+    The gradient with respect to w adds each row of d_out into the row of its word; it is one
+    compiled Op (`kernels.EmbeddingGrad`), not PyTensor's NumPy fallback for matrices.
     """
-    return w[x]
+    words, table = pt.lvector("words"), w.type()
+    lookup = OpFromGraph([words, table], [table[words]], inline=True, name="word_embedding",
+                         pullback=lambda inputs, _, cotangents: [
+                             disconnected_type(), EmbeddingGrad()(inputs[0], cotangents[0], inputs[1].shape[0])])
+    return lookup(pt.cast(x.flatten(), "int64"), w).reshape((*x.shape, w.shape[1]), ndim=x.ndim + 1)
 
 
 def temporal_affine(x, w, b):

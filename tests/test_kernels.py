@@ -9,8 +9,9 @@ import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
+from dlmie import layers as L
 from dlmie.gradcheck import check_gradients, rel_error
-from dlmie.kernels import (BatchNormGrad, BatchNormTrain, Col2Im, Im2Col, LSTMCell, LSTMCellGrad, SoftmaxCrossEntropy,
+from dlmie.kernels import (BatchNormGrad, BatchNormTrain, Col2Im, EmbeddingGrad, Im2Col, LSTMCell, LSTMCellGrad, SoftmaxCrossEntropy,
                            SoftmaxCrossEntropyGrad, output_size)
 
 GRAD_TOL = 1e-6
@@ -398,4 +399,33 @@ def test_lstm_cell_rejects_mismatched_shapes(mode):
         f(np.zeros((2, 10)), np.zeros((2, 2)))
     with pytest.raises(TypeError, match="one dtype"):
         LSTMCell()(a, pt.matrix(dtype="float32"))
+
+
+# ---------------------------------------------------------------- embedding gradient
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_embedding_grad_adds_the_rows_of_repeated_words(mode):
+    """Rows read through a strided view (every other column); word 3 appears three times."""
+    words = np.array([3, 0, 3, 5, 3])
+    stored = rng.standard_normal((5, 8)).astype("float32")
+    w, r = pt.lvector(), pt.matrix(dtype="float32")
+    f = pytensor.function([w, r], EmbeddingGrad()(w, r[:, ::2], 6), mode=MODES[mode])
+    want = np.zeros((6, 4), np.float32)
+    for word, row in zip(words, stored[:, ::2]):
+        want[word] += row
+    got = f(words, stored)
+    assert got.shape == (6, 4) and got.dtype == np.float32
+    assert np.allclose(got, want, atol=1e-6)
+    with pytest.raises(IndexError, match=r"word 6 at position 1 is not a row index in \[0, 6\)"):
+        f(np.array([0, 6, 1, 2, 2]), stored)
+    with pytest.raises(ValueError, match="4 words but 5 gradient rows"):
+        f(np.array([0, 1, 1, 2]), stored)
+
+
+def test_word_embedding_gradient():
+    """Through the lookup (repeated words included), float64 finite differences."""
+    words = np.array([[1, 4, 1], [0, 4, 4]])
+    errors = check_gradients(lambda w: L.word_embedding(pt.as_tensor(words), w), {"w": rng.standard_normal((5, 3))})
+    assert errors["w"] < GRAD_TOL, errors
 

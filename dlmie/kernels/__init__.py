@@ -3,6 +3,7 @@
 - conv: `Im2Col` and `Col2Im`, around the one GEMM of a convolution
 - batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization
 - cross_entropy: `SoftmaxCrossEntropy` and its gradient, the loss of every model
+- embedding: `EmbeddingGrad`, the gradient of a word-embedding lookup
 - lstm: `LSTMCell` and its gradient, the gates and cell update of an LSTM step
 
 Every Op has a C implementation (used by dlmie's C backend) and a NumPy `perform` (used by the
@@ -14,7 +15,8 @@ threads of the GEMMs around them (and slowed those GEMMs while they spun).
 from dlmie.kernels.batchnorm import BatchNormGrad, BatchNormTrain
 from dlmie.kernels.conv import Col2Im, Im2Col, output_size
 from dlmie.kernels.cross_entropy import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
+from dlmie.kernels.embedding import EmbeddingGrad
 from dlmie.kernels.lstm import LSTMCell, LSTMCellGrad
 
-__all__ = ["BatchNormGrad", "BatchNormTrain", "Col2Im", "Im2Col", "LSTMCell", "LSTMCellGrad", "SoftmaxCrossEntropy",
-           "SoftmaxCrossEntropyGrad", "output_size"]
+__all__ = ["BatchNormGrad", "BatchNormTrain", "Col2Im", "EmbeddingGrad", "Im2Col", "LSTMCell", "LSTMCellGrad",
+           "SoftmaxCrossEntropy", "SoftmaxCrossEntropyGrad", "output_size"]
