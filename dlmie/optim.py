@@ -17,6 +17,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie.kernels import AdamUpdate
 from dlmie.layers import scalar
 
 
@@ -56,6 +57,9 @@ def adam(params, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
 
     t <- t + 1; m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
     p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Each parameter's three updates are one compiled Op (`kernels.AdamUpdate`, vectorized, in
+    place); the bias corrections are scalars computed once per step.
     """
     # An integer counter: a float32 one would stop counting at 2**24 steps.
     t = pytensor.shared(np.asarray(0, dtype=np.int64), name="adam.t")
@@ -63,13 +67,10 @@ def adam(params, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     updates = [(t, t_new)]
     for p, g in zip(params, grads):
         m, v = _zeros_like(p, "m"), _zeros_like(p, "v")
-        b1, b2 = scalar(beta1, p.dtype), scalar(beta2, p.dtype)
-        m_new = b1 * m + (1 - b1) * g
-        v_new = b2 * v + (1 - b2) * pt.sqr(g)
-        m_hat = m_new / (1 - b1 ** scalar(t_new, p.dtype))
-        v_hat = v_new / (1 - b2 ** scalar(t_new, p.dtype))
-        step = scalar(lr, p.dtype) * m_hat / (pt.sqrt(v_hat) + scalar(eps, p.dtype))
-        updates += [(m, m_new), (v, v_new), (p, p - step)]
+        step_size = scalar(lr, p.dtype) / (1 - scalar(beta1, p.dtype) ** scalar(t_new, p.dtype))
+        v_scale = 1 / (1 - scalar(beta2, p.dtype) ** scalar(t_new, p.dtype))
+        p_new, m_new, v_new = AdamUpdate(beta1, beta2, eps)(p, m, v, g, step_size, v_scale)
+        updates += [(m, m_new), (v, v_new), (p, p_new)]
     return updates
 
 

@@ -106,6 +106,31 @@ def test_adam_step_counter_and_state():
     assert counter.get_value() == 3
 
 
+@pytest.mark.parametrize("python_backend", [False, True], ids=["c", "python"])
+def test_adam_in_place_keeps_earlier_reads_of_the_parameter(python_backend):
+    """AdamUpdate overwrites p, m and v in place in a compiled step (the rewrite swaps it in), and
+    an output that reads p still sees the value from before the update (PyTensor orders the read
+    first). The NumPy `perform` (Python backend) gives the same trajectory."""
+    from pytensor.compile.mode import Mode
+    from dlmie.kernels import AdamUpdate
+
+    a, c, p0 = quadratic_problem()
+    p = pytensor.shared(p0.copy(), name="p", shape=p0.shape)
+    loss = 0.5 * pt.sum(a * p**2) + pt.sum(c * p)
+    updates = optim.adam([p], [pytensor.grad(loss, p)], lr=0.01)
+    mode = Mode(linker="py", optimizer="fast_run") if python_backend else None
+    step = pytensor.function([], [loss, 2 * p], updates=updates, mode=mode)
+    adam_ops = [n.op for n in step.maker.fgraph.apply_nodes if isinstance(n.op, AdamUpdate)]
+    assert len(adam_ops) == 1 and adam_ops[0].inplace
+    expected = numpy_trajectory(np_adam, steps=3)
+    before = p0
+    for t in range(3):
+        _, twice_p = step()
+        assert rel_error(twice_p, 2 * before) < 1e-12, "the read of p must come before the update"
+        assert rel_error(p.get_value(), expected[t]) < 1e-6
+        before = p.get_value().copy()
+
+
 def test_clip_by_global_norm():
     g1, g2 = pt.vector(dtype="float64"), pt.matrix(dtype="float64")
     clipped, norm = optim.clip_by_global_norm([g1, g2], max_norm=1.0)

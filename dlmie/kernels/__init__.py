@@ -1,5 +1,6 @@
 """Compiled PyTensor Ops for the loops that PyTensor's own ops run slowly: one module per concern.
 
+- adam: `AdamUpdate`, one parameter's Adam step in place
 - conv: `Im2Col` and `Col2Im`, around the one GEMM of a convolution
 - batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization
 - cross_entropy: `SoftmaxCrossEntropy` and its gradient, the loss of every model
@@ -12,11 +13,12 @@ The C loops run on one core: on two cores, OpenMP threads gained nothing over th
 threads of the GEMMs around them (and slowed those GEMMs while they spun).
 """
 
+from dlmie.kernels.adam import AdamUpdate
 from dlmie.kernels.batchnorm import BatchNormGrad, BatchNormTrain
 from dlmie.kernels.conv import Col2Im, Im2Col, output_size
 from dlmie.kernels.cross_entropy import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from dlmie.kernels.embedding import EmbeddingGrad
 from dlmie.kernels.lstm import LSTMCell, LSTMCellGrad
 
-__all__ = ["BatchNormGrad", "BatchNormTrain", "Col2Im", "EmbeddingGrad", "Im2Col", "LSTMCell", "LSTMCellGrad",
+__all__ = ["AdamUpdate", "BatchNormGrad", "BatchNormTrain", "Col2Im", "EmbeddingGrad", "Im2Col", "LSTMCell", "LSTMCellGrad",
            "SoftmaxCrossEntropy", "SoftmaxCrossEntropyGrad", "output_size"]
