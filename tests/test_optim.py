@@ -157,3 +157,17 @@ def test_each_weight_gradient_is_one_gemm(rule):
     gemms = [node for node in step.maker.fgraph.toposort()
              if type(node.op).__name__ in ("Dot22", "Dot22Scalar", "Gemm", "Dot", "Gemv")]
     assert len(gemms) == 2, gemms  # x w forward, x^T dY backward (once)
+
+
+def test_training_mode_keeps_intermediate_arrays_between_calls():
+    """Training steps compile with dlmie.config.training_mode: same backend and rewrites as the
+    default mode, but the VM keeps its intermediate arrays between calls (allow_gc=False)."""
+    from dlmie.config import training_mode
+
+    x = pt.matrix("x")
+    default = pytensor.function([x], pt.exp(x) * 2)
+    kept = pytensor.function([x], pt.exp(x) * 2, mode=training_mode())
+    assert default.vm.allow_gc and not kept.vm.allow_gc
+    assert type(kept.vm) is type(default.vm)
+    value = np.ones((2, 3), pytensor.config.floatX)
+    assert np.allclose(kept(value), default(value))
