@@ -18,6 +18,9 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import disconnected_type
+from pytensor.scalar.basic import ScalarMaximum
+from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.exceptions import NotScalarConstantError
 from dlmie.kernels import BatchNormTrain, EmbeddingGrad, Im2Col, SoftmaxCrossEntropy
 
 
@@ -58,6 +61,27 @@ def affine(x, w, b):
 def relu(x):
     """Rectified linear unit, elementwise max(x, 0); any shape in, same shape out."""
     return pt.maximum(x, 0)
+
+
+def _is_zero(v) -> bool:
+    try:
+        return pt.get_underlying_scalar_constant_value(v) == 0
+    except NotScalarConstantError:
+        return False
+
+
+def relu_input(a):
+    """The pre-activation z of a = relu(z), an output of `relu`.
+
+    A silent unit (z < 0) has a zero gradient through its ReLU, so an ascent that starts where a
+    unit is silent never moves; the unit's z has a gradient everywhere (visualizing single units).
+    Raises a ValueError for a tensor that is not an output of `relu`.
+    """
+    node = a.owner
+    is_maximum = (node is not None and isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ScalarMaximum))
+    if not (is_maximum and _is_zero(node.inputs[1])):
+        raise ValueError(f"{a} is not the output of layers.relu, so it has no pre-ReLU value to take")
+    return node.inputs[0]
 
 
 def relu6(x):

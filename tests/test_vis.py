@@ -127,6 +127,22 @@ def test_resize_bilinear():
 # ---------------------------------------------------------------- objectives
 
 
+def test_neuron_before_relu_moves_a_silent_unit(net):
+    """A unit that its ReLU silences has no gradient; its pre-ReLU value has one, and its ReLU is
+    the unit's value."""
+    x = images(4)
+    conv1 = layer_activations(net, x)["conv1"]
+    n, c, row, col = np.argwhere(conv1 == 0)[0]
+    single = x[n : n + 1]
+    post, pre = O.neuron("conv1", int(c), int(row), int(col)), O.neuron("conv1", int(c), int(row), int(col), pre_relu=True)
+    value_post, grad_post = gradient_function(net, post)(single, *post.values)
+    value_pre, grad_pre = gradient_function(net, pre)(single, *pre.values)
+    assert value_post == 0 and value_pre < 0
+    assert not np.any(grad_post) and np.any(grad_pre)
+    with pytest.raises(ValueError, match="not the output of layers.relu"):
+        gradient_function(net, O.neuron("scores", 0, pre_relu=True))
+
+
 def test_objectives_values(net):
     x = images(2)
     acts = layer_activations(net, x)

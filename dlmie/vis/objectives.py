@@ -25,6 +25,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie import layers as L
 
 
 class Input(NamedTuple):
@@ -148,7 +149,7 @@ def channel(layer: str, c) -> Objective:
     return Objective(f"{layer}:{c}", ("channel", layer, index.ndim), build, [index], [value])
 
 
-def neuron(layer: str, c, y: int | None = None, x: int | None = None) -> Objective:
+def neuron(layer: str, c, y: int | None = None, x: int | None = None, pre_relu: bool = False) -> Objective:
     """One unit of a spatial layer: channel c at grid position (y, x), by default the centre
     ((H' - 1) // 2, (W' - 1) // 2), whose receptive field is centred on the image.
 
@@ -156,6 +157,8 @@ def neuron(layer: str, c, y: int | None = None, x: int | None = None) -> Objecti
     - layer: a spatial layer's name
     - c: int, or (N,) ints for one channel per image
     - y, x: grid position, or None for the centre
+    - pre_relu: take the unit's value before its ReLU (`layers.relu_input`), which has a gradient
+      even where the unit is silent; a ReLU layer is required then
     Returns an Objective: sum_i a[i, c_i, y, x].
     """
     index, value = _index(c)
@@ -165,6 +168,7 @@ def neuron(layer: str, c, y: int | None = None, x: int | None = None) -> Objecti
 
     def build(scores, activations, image, c, *position):
         a = _layer(activations, layer)
+        a = L.relu_input(a) if pre_relu else a
         if a.ndim != 4:
             raise ValueError(f"neuron needs a spatial layer; {layer} is a vector")
         row, col = position if position else ((a.shape[2] - 1) // 2, (a.shape[3] - 1) // 2)
@@ -174,8 +178,9 @@ def neuron(layer: str, c, y: int | None = None, x: int | None = None) -> Objecti
     if where:
         inputs += [Input("int64", 0)] * 2
         values += [np.asarray(y, np.int64), np.asarray(x, np.int64)]
-    where_name = "centre" if not where else f"({y}, {x})"
-    return Objective(f"{layer}:{c} at {where_name}", ("neuron", layer, index.ndim, bool(where)), build, inputs, values)
+    where_name = ("centre" if not where else f"({y}, {x})") + (", before ReLU" if pre_relu else "")
+    key = ("neuron", layer, index.ndim, bool(where), pre_relu)
+    return Objective(f"{layer}:{c} at {where_name}", key, build, inputs, values)
 
 
 def feature_distance(layer: str, target: np.ndarray) -> Objective:
