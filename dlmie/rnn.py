@@ -12,9 +12,9 @@ inside it; inside the loop the four gates come from one (N, H) x (H, 4H) GEMM, a
 cell update from one compiled Op (`dlmie.kernels.LSTMCell`, vectorized exp) instead of a dozen
 elementwise loops. And the backward pass through time is written out (`_recurrence_pullback`,
 cs231n's lstm_backward) so that it reuses the gates the forward pass stored; `pytensor.grad` of
-the plain scan would recompute them, one extra GEMM per step. Show and Tell's training step went
-from 1.69x to about 1.1x PyTorch's time with the last two (python -m dlmie.bench
-caption_train_step_b128 --threads 1).
+the plain scan would recompute them, one extra GEMM per step. With these two and the other
+kernels (the README's Benchmarks section lists each), Show and Tell's training step went from
+1.69x to 0.91x PyTorch's time (python -m dlmie.bench caption_train_step_b128 --threads 1).
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def train(out_dir: Path, config: TrainConfig, resume: bool, data: Path,
         config = TrainConfig(**meta["config"])
         preprocessing = Preprocessing(**meta["preprocessing"])
         epoch, step, history = meta["epoch"], meta["step"], meta["history"]
-        totals = EpochTotals(**meta.get("epoch_totals", {}))  # checkpoints before 2026-11-26 have none
+        totals = EpochTotals(**meta.get("epoch_totals", {}))  # checkpoints written before EpochTotals existed have none
         if epochs is not None and epochs != config.epochs:
             print(f"the run's length changes from {config.epochs} to {epochs} epochs; "
                   "the learning-rate schedule follows the new length from here")
