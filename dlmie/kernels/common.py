@@ -26,3 +26,20 @@ def alloc_vector(out, length, like, fail):
         if (!{out}) {{ {fail} }}
     }}
     """
+
+
+def alloc_c_contiguous(out, dims, like, fail):
+    """C: (re)allocate `out` as a C-contiguous array of shape `dims` (C expressions, one per axis)
+    and the dtype of `like`, unless the array PyTensor hands back already is one."""
+    n = len(dims)
+    return f"""
+    {{
+        npy_intp want[{n}] = {{{", ".join(dims)}}};
+        if (!{out} || PyArray_NDIM({out}) != {n} || !PyArray_IS_C_CONTIGUOUS({out})
+            || !PyArray_CompareLists(PyArray_DIMS({out}), want, {n})) {{
+            Py_XDECREF({out});
+            {out} = (PyArrayObject*)PyArray_EMPTY({n}, want, PyArray_TYPE({like}), 0);
+            if (!{out}) {{ {fail} }}
+        }}
+    }}
+    """

@@ -28,7 +28,7 @@ from pytensor.link.c.op import COp
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int32 as int_t
 
-from dlmie.kernels.common import FLOAT_DTYPES
+from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
 
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """Number of window positions along one axis: (size + 2 * pad - window) // stride + 1."""
@@ -171,7 +171,7 @@ class _WindowOp(COp):
         return ["<string.h>"]
 
     def c_code_cache_version(self):
-        return (5,)
+        return (6,)
 
     def __str__(self):
         return f"{type(self).__name__}{{{self.kh}x{self.kw}, stride={self.stride}, pad={self.pad}}}"
@@ -240,13 +240,7 @@ class Im2Col(_WindowOp):
                     kh, kw, (long)H, (long)W, pad);
                 {fail}
             }}
-            npy_intp dims[2] = {{C * kh * kw, N * oh * ow}};
-            if (!{cols} || !PyArray_IS_C_CONTIGUOUS({cols})
-                || PyArray_DIMS({cols})[0] != dims[0] || PyArray_DIMS({cols})[1] != dims[1]) {{
-                Py_XDECREF({cols});
-                {cols} = (PyArrayObject*)PyArray_EMPTY(2, dims, PyArray_TYPE({x}), 0);
-                if (!{cols}) {{ {fail} }}
-            }}
+            {alloc_c_contiguous(cols, ["C * kh * kw", "N * oh * ow"], x, fail)}
             const npy_intp *st = PyArray_STRIDES({x});
             const npy_intp e = sizeof(dtype_{x});
             if (st[0] % e || st[1] % e || st[2] % e || st[3] % e) {{
@@ -343,11 +337,7 @@ class Col2Im(_WindowOp):
                     (long)N, (long)C, (long)H, (long)W);
                 {fail}
             }}
-            if (!{x} || !PyArray_IS_C_CONTIGUOUS({x}) || !PyArray_CompareLists(PyArray_DIMS({x}), dims, 4)) {{
-                Py_XDECREF({x});
-                {x} = (PyArrayObject*)PyArray_EMPTY(4, dims, PyArray_TYPE({cols_in}), 0);
-                if (!{x}) {{ {fail} }}
-            }}
+            {alloc_c_contiguous(x, ["N", "C", "H", "W"], cols_in, fail)}
             PyArrayObject *contiguous = PyArray_GETCONTIGUOUS({cols_in});  // new reference
             if (!contiguous) {{ {fail} }}
             dlmie_im2col::col2im<dtype_{x}>(

@@ -18,7 +18,7 @@ from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_impl
 from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_vector
+from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous, alloc_vector
 
 _XENT_SUPPORT_CODE = r"""
 namespace dlmie_xent {
@@ -104,7 +104,7 @@ class _CrossEntropyOp(COp):
         return ["-fopenmp-simd", "-ffast-math"]
 
     def c_code_cache_version(self):
-        return (2,)
+        return (3,)
 
     @staticmethod
     def _check(scores, y):
@@ -258,12 +258,7 @@ class SoftmaxCrossEntropyGrad(_CrossEntropyOp):
         return f"""
         {{
             {self._c_check(scores, y, fail, op, vectors=(lse, g))}
-            if (!{d_scores} || !PyArray_IS_C_CONTIGUOUS({d_scores})
-                || !PyArray_CompareLists(PyArray_DIMS({d_scores}), PyArray_DIMS({scores}), 2)) {{
-                Py_XDECREF({d_scores});
-                {d_scores} = (PyArrayObject*)PyArray_EMPTY(2, PyArray_DIMS({scores}), PyArray_TYPE({scores}), 0);
-                if (!{d_scores}) {{ {fail} }}
-            }}
+            {alloc_c_contiguous(d_scores, ["M", "V"], scores, fail)}
             const npy_intp e = sizeof({t});
             const npy_intp *st = PyArray_STRIDES({scores});
             const npy_intp bad = dlmie_xent::backward<{t}>(({t}*)PyArray_DATA({scores}), M, V, st[0] / e, st[1] / e,

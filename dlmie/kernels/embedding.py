@@ -17,7 +17,7 @@ from pytensor.gradient import disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES
+from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
 
 _EMBEDDING_SUPPORT_CODE = r"""
 namespace dlmie_embedding {
@@ -104,7 +104,7 @@ class EmbeddingGrad(COp):
         return ["-fopenmp-simd"]
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         words, rows, num_rows = inputs
@@ -119,12 +119,7 @@ class EmbeddingGrad(COp):
                              (long)PyArray_DIMS({words})[0], (long)M);
                 {fail}
             }}
-            npy_intp od[2] = {{V, D}};
-            if (!{dw} || !PyArray_IS_C_CONTIGUOUS({dw}) || !PyArray_CompareLists(PyArray_DIMS({dw}), od, 2)) {{
-                Py_XDECREF({dw});
-                {dw} = (PyArrayObject*)PyArray_EMPTY(2, od, PyArray_TYPE({rows}), 0);
-                if (!{dw}) {{ {fail} }}
-            }}
+            {alloc_c_contiguous(dw, ["V", "D"], rows, fail)}
             const npy_intp e = sizeof({t});
             const npy_intp sw = PyArray_STRIDES({words})[0] / 8;
             const npy_intp bad = dlmie_embedding::scatter_add<{t}>((npy_int64*)PyArray_DATA({words}), sw,

@@ -28,7 +28,7 @@ from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES
+from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
 
 _LSTM_SUPPORT_CODE = r"""
 namespace dlmie_lstm {
@@ -96,19 +96,6 @@ def _release(names):
     return " ".join(f"Py_DECREF({n}_c);" for n in names)
 
 
-def _c_alloc(out, dims, like, fail):
-    """C: (re)allocate `out` as a C-contiguous (dims[0], dims[1]) array of `like`'s dtype."""
-    return f"""
-            {{
-                npy_intp od[2] = {{{dims[0]}, {dims[1]}}};
-                if (!{out} || !PyArray_IS_C_CONTIGUOUS({out}) || !PyArray_CompareLists(PyArray_DIMS({out}), od, 2)) {{
-                    Py_XDECREF({out});
-                    {out} = (PyArrayObject*)PyArray_EMPTY(2, od, PyArray_TYPE({like}), 0);
-                    if (!{out}) {{ {fail} }}
-                }}
-            }}"""
-
-
 class _LSTMOp(COp):
     """Common parts: the C support code, the checks of matrices that must agree in shape."""
 
@@ -125,7 +112,7 @@ class _LSTMOp(COp):
         return ["-fopenmp-simd", "-ffast-math"]
 
     def c_code_cache_version(self):
-        return (2,)
+        return (3,)
 
     @staticmethod
     def _matrices(*values):
@@ -211,9 +198,9 @@ class LSTMCell(_LSTMOp):
         return f"""
         {{
             {self._c_check_shapes(a, [c_prev], fail, "LSTMCell")}
-            {_c_alloc(h, ("N", "H"), a, fail)}
-            {_c_alloc(c, ("N", "H"), a, fail)}
-            {_c_alloc(act, ("N", "4 * H"), a, fail)}
+            {alloc_c_contiguous(h, ["N", "H"], a, fail)}
+            {alloc_c_contiguous(c, ["N", "H"], a, fail)}
+            {alloc_c_contiguous(act, ["N", "4 * H"], a, fail)}
             {_c_contiguous_inputs([a, c_prev], fail)}
             dlmie_lstm::forward<{t}>(({t}*)PyArray_DATA({a}_c), ({t}*)PyArray_DATA({c_prev}_c), N, H,
                 ({t}*)PyArray_DATA({h}), ({t}*)PyArray_DATA({c}), ({t}*)PyArray_DATA({act}));
@@ -261,8 +248,8 @@ class LSTMCellGrad(_LSTMOp):
         return f"""
         {{
             {self._c_check_shapes(act, [c_prev, c, dh, dc], fail, "LSTMCellGrad")}
-            {_c_alloc(d_a, ("N", "4 * H"), act, fail)}
-            {_c_alloc(d_c_prev, ("N", "H"), act, fail)}
+            {alloc_c_contiguous(d_a, ["N", "4 * H"], act, fail)}
+            {alloc_c_contiguous(d_c_prev, ["N", "H"], act, fail)}
             {_c_contiguous_inputs([act, c_prev, c, dh, dc], fail)}
             dlmie_lstm::backward<{t}>(({t}*)PyArray_DATA({act}_c), ({t}*)PyArray_DATA({c_prev}_c),
                 ({t}*)PyArray_DATA({c}_c), ({t}*)PyArray_DATA({dh}_c), ({t}*)PyArray_DATA({dc}_c), N, H,
