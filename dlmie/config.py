@@ -137,9 +137,8 @@ def training_mode():
     For a function called thousands of times on inputs of one shape, a training step. By default
     the VM frees every intermediate array after its last use and allocates it anew on the next
     call, and the kernel zero-fills the fresh pages each time: for the classifier's im2col columns
-    (300 MB at batch 128) that was 10% of the step (python -m dlmie.bench classifier_train_step_b128,
-    allow_gc True vs False: 2129 vs 1913 ms). The price is that memory, held while the function
-    lives, so one-off functions keep the default.
+    (300 MB at batch 128) that is a tenth of the step. The price is that memory, held while the
+    function lives, so one-off functions keep the default.
     """
     import pytensor
     from pytensor.link.vm import VMLinker

@@ -14,44 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from dlmie.caption.evaluate import evaluate, format_scores
-from dlmie.data import flickr8k
-from dlmie.extract_features import encode_files
+from dlmie.captioning.metrics import evaluate, format_scores
+from dlmie.captioning.splits import caption_split
 from dlmie.models.captioners import default_path, load_captioner
-from dlmie.models.encoders import load_encoder
-
-
-def split_features(captioner, root: Path, split: str, batch_size: int = 16, net=None):
-    """Encode the present images of one Flickr8k split with the captioner's encoder.
-
-    net: that encoder, if already loaded (loading and compiling it takes a while); else it is loaded.
-    Returns (names: M image names, features (M, ...) float32, references: M lists of captions);
-    images that cannot be read are left out with a warning.
-    """
-    data = flickr8k.load_split(root, split)
-    print(data.summary())
-    if not data.images:
-        raise ValueError(f"none of the {data.num_listed} images of the {split} list are in {data.image_dir}")
-    net = load_encoder(captioner.encoder) if net is None else net
-    names, feats = [], []
-    for kept, batch, _ in encode_files(net, captioner.layer, data.image_dir, data.images, batch_size):
-        names += kept
-        if kept:
-            feats.append(batch)
-    references = dict(zip(data.images, data.references()))
-    return names, np.concatenate(feats), [references[n] for n in names]
-
-
-def caption_split(captioner, root: Path, split: str, beam_size: int):
-    """Caption the present images of one Flickr8k split.
-
-    Returns (references: image name -> list of captions, candidates: image name -> caption).
-    """
-    names, feats, references = split_features(captioner, root, split)
-    decoded = captioner.caption(feats, beam_size=beam_size)
-    return dict(zip(names, references)), dict(zip(names, decoded.captions(captioner.vocab)))
 
 
 def main(argv=None) -> int:

@@ -6,15 +6,13 @@ input, forget and output gates and the candidate cell, in that order:
     i = sigmoid(a[:, 0H:1H])   f = sigmoid(a[:, 1H:2H])   o = sigmoid(a[:, 2H:3H])   g = tanh(a[:, 3H:4H])
     c_t = f * c_{t-1} + i * g          h_t = o * tanh(c_t)
 
-Four things make the LSTM fast on a CPU. The input projection x Wx + b of every time step does
+Three things make the LSTM fast on a CPU. The input projection x Wx + b of every time step does
 not depend on h, so it is one (N * T, D) x (D, 4H) GEMM before the loop instead of T small ones
 inside it; inside the loop the four gates come from one (N, H) x (H, 4H) GEMM, and the gates and
 cell update from one compiled Op (`dlmie.kernels.LSTMCell`, vectorized exp) instead of a dozen
 elementwise loops. And the backward pass through time is written out (`_recurrence_pullback`,
 cs231n's lstm_backward) so that it reuses the gates the forward pass stored; `pytensor.grad` of
-the plain scan would recompute them, one extra GEMM per step. With these two and the other
-kernels (the README's Benchmarks section lists each), Show and Tell's training step went from
-1.69x to 0.91x PyTorch's time (python -m dlmie.bench caption_train_step_b128 --threads 1).
+the plain scan would recompute them, one extra GEMM per step. docs/engine.md describes each kernel.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlmie import eval_captions, extract_features, train_captioner
-from dlmie.caption import __main__ as caption_command
-from dlmie.caption.evaluate import METRICS, evaluate, format_scores
+from dlmie import eval_captions
+from dlmie.data.features import extract
+from dlmie.training import captioner as captioner_training
+from dlmie import caption as caption_command
+from dlmie.captioning.metrics import METRICS, evaluate, format_scores
 from dlmie.images import Preprocessing
 from dlmie.models import convnet
 from dlmie.models.classifier import convnet_classifier
@@ -52,9 +54,9 @@ def tiny_setup(tmp_path, monkeypatch):
     net = convnet_classifier("mobilenet_v2", SPEC, random_params(SPEC, seed=1), ["a", "b"], ["a", "b"],
                              Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
     features = tmp_path / "feats.h5"
-    extract_features.extract(net, "conv2", root / "Flicker8k_Dataset", features, progress=False)
-    config = train_captioner.CaptionConfig(embed_dim=8, hidden_dim=8, batch_size=4, epochs=2, min_count=1, max_length=8)
-    train_captioner.train(tmp_path / "run", config, False, root, features_path=features)
+    extract(net, "conv2", root / "Flicker8k_Dataset", features, progress=False)
+    config = captioner_training.CaptionerConfig(embed_dim=8, hidden_dim=8, batch_size=4, epochs=2, min_count=1, max_length=8)
+    captioner_training.train(tmp_path / "run", config, False, root, features_path=features)
     for module in (eval_captions, caption_command):
         monkeypatch.setattr(module, "load_encoder", lambda name: net)
     return root, tmp_path / "run" / "best.npz"

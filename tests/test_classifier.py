@@ -60,7 +60,7 @@ def test_unknown_model_and_wrong_kind(tmp_path):
 
 
 def test_cs231n_h5_layout(tmp_path):
-    spec = classifier.CS231N_SPEC
+    spec = convnet.CS231N_SPEC
     params = random_params(spec, seed=3)
     for name in params:  # small weights keep ten layers of activations in a sane range
         if name.endswith(".W"):

@@ -8,7 +8,8 @@ import numpy as np
 
 import dlmie  # noqa: F401
 from dlmie import layers as L
-from dlmie.caption import composites as C
+from dlmie.captioning import composite_attention as A, composites as C
+from dlmie.data.whitening import Whitening
 from dlmie.data.vocab import Vocabulary
 from dlmie.models import show_attend_tell as sat
 
@@ -95,9 +96,9 @@ def test_side_shares_on_synthetic_attention():
     alpha[:, :, left_regions] = 1 / len(left_regions)  # all mass on the left half
     alpha[1, 1] = 1 / (h * w)  # one step spread evenly
     sides = np.array([[0, 1, 0], [0, 0, 1]])
-    shares = C.side_shares(alpha, (h, w), sides)
+    shares = A.side_shares(alpha, (h, w), sides)
     np.testing.assert_allclose(shares, [[1, 0, 1], [1, 0.5, 0]])
-    mean, error = C.mean_and_error([0.4, 0.6])
+    mean, error = A.mean_and_error([0.4, 0.6])
     assert np.isclose(mean, 0.5) and np.isclose(error, np.std([0.4, 0.6], ddof=1) / np.sqrt(2))
 
 
@@ -113,7 +114,7 @@ def test_measure_returns_a_share_per_word():
     data = composites(count=5)
     vocab = Vocabulary.build(data.tokens)
     spec = sat.Spec(vocab_size=len(vocab), feature_dim=3 + 2, embed_dim=4, hidden_dim=5, attention_dim=3, dropout=0.0)
-    result = C.measure(spec, L.shared_params(sat.init_params(spec, seed=0)), data, vocab, batch_size=2)
+    result = A.measure(spec, L.shared_params(sat.init_params(spec, seed=0)), data, vocab, batch_size=2)
     assert result.alpha.shape == (5, 12, 32) and np.allclose(result.alpha.sum(axis=2), 1, atol=1e-5)
     assert result.shares.shape == (5, 11) and np.all((result.shares >= 0) & (result.shares <= 1))
     assert len(result.class_words) == 10 and len(result.other_words) == 45
@@ -122,10 +123,10 @@ def test_measure_returns_a_share_per_word():
 def test_whitening_decorrelates_to_unit_variance():
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4000, 3)) @ np.array([[3.0, 1.0, 0.0], [0.0, 0.5, 0.2], [0.0, 0.0, 0.01]]) + 5
-    whitening = C.Whitening.fit(vectors.reshape(40, 100, 3), dim=2)
+    whitening = Whitening.fit(vectors.reshape(40, 100, 3), dim=2)
     out = whitening(vectors)
     assert out.shape == (4000, 2) and out.dtype == np.float32
     np.testing.assert_allclose(np.cov(out, rowvar=False), np.eye(2), atol=1e-6)
     np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-6)
-    data = composites().whitened(C.Whitening.fit(composites().grids, dim=2))
+    data = composites().whitened(Whitening.fit(composites().grids, dim=2))
     assert data.grids.shape[-1] == 2 and data.features([0]).shape == (1, 32, 2 + 2)

@@ -8,6 +8,7 @@ from PIL import Image
 import dlmie  # noqa: F401
 import pytensor
 from dlmie import extract_features
+from dlmie.data.features import extract
 from dlmie.data.features import read_features
 from dlmie.images import Preprocessing
 from dlmie.models import convnet
@@ -40,7 +41,7 @@ def folder(tmp_path):
 
 
 def test_extract_grid_features(net, folder, tmp_path, capsys):
-    result = extract_features.extract(net, "conv2", folder, tmp_path / "f.h5", batch_size=3, progress=False)
+    result = extract(net, "conv2", folder, tmp_path / "f.h5", batch_size=3, progress=False)
     assert result.skipped == ["broken.jpg"] and result.encoded == 8 and result.resumed == 0
     assert "skipping broken.jpg" in capsys.readouterr().err
     feats = read_features(tmp_path / "f.h5")
@@ -58,15 +59,15 @@ def test_extract_grid_features(net, folder, tmp_path, capsys):
 
 
 def test_vector_layer_and_float32(net, folder, tmp_path):
-    extract_features.extract(net, "scores", folder, tmp_path / "v.h5", dtype="float32", progress=False)
+    extract(net, "scores", folder, tmp_path / "v.h5", dtype="float32", progress=False)
     feats = read_features(tmp_path / "v.h5")
     assert feats.features.shape == (8, 2) and feats.grid is None
     with pytest.raises(ValueError, match="no layer 'conv9'"):
-        extract_features.extract(net, "conv9", folder, tmp_path / "w.h5", progress=False)
+        extract(net, "conv9", folder, tmp_path / "w.h5", progress=False)
 
 
 def test_interrupted_run_resumes(net, folder, tmp_path, monkeypatch):
-    full = extract_features.extract(net, "conv2", folder, tmp_path / "full.h5", batch_size=2, progress=False)
+    full = extract(net, "conv2", folder, tmp_path / "full.h5", batch_size=2, progress=False)
     calls = {"n": 0}
     original = type(net).features
 
@@ -78,18 +79,18 @@ def test_interrupted_run_resumes(net, folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(net), "features", failing)
     with pytest.raises(KeyboardInterrupt):
-        extract_features.extract(net, "conv2", folder, tmp_path / "r.h5", batch_size=2, progress=False)
+        extract(net, "conv2", folder, tmp_path / "r.h5", batch_size=2, progress=False)
     assert (tmp_path / "r.h5.part").exists() and not (tmp_path / "r.h5").exists()
     with pytest.raises(ValueError, match="incomplete"):
         read_features(tmp_path / "r.h5.part")
     monkeypatch.setattr(type(net), "features", original)
-    resumed = extract_features.extract(net, "conv2", folder, tmp_path / "r.h5", batch_size=2, progress=False)
+    resumed = extract(net, "conv2", folder, tmp_path / "r.h5", batch_size=2, progress=False)
     assert resumed.resumed == 3 and resumed.encoded == 5 and resumed.skipped == ["broken.jpg"]
     a, b = read_features(tmp_path / "full.h5"), read_features(tmp_path / "r.h5")
     assert a.names == b.names and np.array_equal(a.features, b.features) and full.encoded == 8
     with pytest.raises(ValueError, match="other settings"):
         (tmp_path / "s.h5.part").write_bytes((tmp_path / "r.h5").read_bytes())
-        extract_features.extract(net, "scores", folder, tmp_path / "s.h5", progress=False)
+        extract(net, "scores", folder, tmp_path / "s.h5", progress=False)
 
 
 def test_refuses_to_overwrite_and_command_errors(net, folder, tmp_path, monkeypatch, capsys):

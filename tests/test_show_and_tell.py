@@ -7,7 +7,7 @@ import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L, optim, rnn
-from dlmie.caption.decode import Decoder
+from dlmie.captioning.decode import Decoder
 from dlmie.data.vocab import END, START, Vocabulary
 from dlmie.gradcheck import check_gradients, rel_error
 from dlmie.models import show_and_tell

@@ -7,11 +7,11 @@ import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
-from dlmie.caption.decode import Decoder
+from dlmie.captioning.decode import Decoder
 from dlmie.data.vocab import END, START, Vocabulary
 from dlmie.gradcheck import check_gradients
 from dlmie.models import show_attend_tell as sat
-from dlmie.train_captioner import CaptionConfig, CaptionTrainer
+from dlmie.training.captioner import CaptionerConfig, CaptionerTrainer
 
 GRAD_TOL = 1e-6
 rng = np.random.default_rng(7)
@@ -59,8 +59,8 @@ def test_memorize_two_captions_and_decode_attention():
     spec = sat.Spec(vocab_size=len(vocab), feature_dim=6, embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0)
     features = rng.standard_normal((2, 4, 6)).astype(np.float32)
     captions = np.array([[START, 4, 5, 6, END], [START, 4, 7, 8, END]])
-    config = CaptionConfig(model="show_attend_tell", lr=1e-2, dropout=0.0)
-    trainer = CaptionTrainer(config, spec, sat.init_params(spec, seed=0))
+    config = CaptionerConfig(model="show_attend_tell", lr=1e-2, dropout=0.0)
+    trainer = CaptionerTrainer(config, spec, sat.init_params(spec, seed=0))
     for _ in range(250):
         loss, _ = trainer.train_step(features, captions)
     decoder = Decoder.compile(sat, spec, trainer.params)
@@ -72,7 +72,7 @@ def test_memorize_two_captions_and_decode_attention():
 
 def test_attention_overlay_lands_on_the_hot_region():
     """A 3 x 4 grid (not square, so a transposition shows) with all weight on row 2, column 1."""
-    from dlmie.caption.attention import attention_figure, attention_maps
+    from dlmie.captioning.attention import attention_figure, attention_maps
     from dlmie.plots import heatmap_overlay
 
     alpha = np.zeros((1, 12), np.float32)

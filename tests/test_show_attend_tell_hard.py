@@ -7,12 +7,12 @@ import numpy as np
 import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
-from dlmie import checkpoint, layers as L, train_captioner
-from dlmie.caption.decode import Decoder
+from dlmie import checkpoint, layers as L
+from dlmie.captioning.decode import Decoder
 from dlmie.data.vocab import END, START, Vocabulary
 from dlmie.gradcheck import check_gradients, numerical_gradient, rel_error
 from dlmie.models import show_attend_tell_hard as hard
-from dlmie.train_captioner import CaptionConfig, CaptionTrainer
+from dlmie.training.captioner import CaptionerConfig, CaptionerTrainer, train
 
 from test_captions_data import write_fake_flickr8k
 from test_train_captioner import write_features
@@ -107,8 +107,8 @@ def test_memorize_two_captions():
     s = hard.Spec(vocab_size=len(vocab), feature_dim=6, embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0)
     features = rng.standard_normal((2, 4, 6)).astype(np.float32)
     captions = np.array([[START, 4, 5, 6, END], [START, 4, 7, 8, END]])
-    config = CaptionConfig(model="show_attend_tell_hard", lr=1e-2, dropout=0.0)
-    trainer = CaptionTrainer(config, s, hard.init_params(s, seed=0))
+    config = CaptionerConfig(model="show_attend_tell_hard", lr=1e-2, dropout=0.0)
+    trainer = CaptionerTrainer(config, s, hard.init_params(s, seed=0))
     first = float(trainer.val_loss(features, captions))
     for _ in range(250):
         trainer.train_step(features, captions)
@@ -122,11 +122,11 @@ def test_resume_continues_the_baseline(tmp_path):
     names = ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg")
     root = write_fake_flickr8k(tmp_path / "flickr8k", present=names)
     features = write_features(tmp_path / "feats.h5", list(names))
-    config = CaptionConfig(model="show_attend_tell_hard", embed_dim=8, hidden_dim=8, batch_size=2, epochs=2,
+    config = CaptionerConfig(model="show_attend_tell_hard", embed_dim=8, hidden_dim=8, batch_size=2, epochs=2,
                            min_count=1, max_length=8, lr=1e-2, dropout=0.3)
-    train_captioner.train(tmp_path / "straight", config, False, root, features_path=features)
-    train_captioner.train(tmp_path / "stopped", config, False, root, max_minutes=0, features_path=features)
-    train_captioner.train(tmp_path / "stopped", config, True, root, features_path=features)
+    train(tmp_path / "straight", config, False, root, features_path=features)
+    train(tmp_path / "stopped", config, False, root, max_minutes=0, features_path=features)
+    train(tmp_path / "stopped", config, True, root, features_path=features)
     a, _ = checkpoint.load(tmp_path / "straight" / "last.npz")
     b, _ = checkpoint.load(tmp_path / "stopped" / "last.npz")
     assert a["reinforce.baseline"] < 0  # it followed log p(y|s,a)

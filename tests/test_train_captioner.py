@@ -6,7 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dlmie import checkpoint, train_captioner
+from dlmie import checkpoint
+from dlmie.training import captioner as captioner_training
+from dlmie.training.loop import patience_ran_out
 from dlmie.models.captioners import load_captioner
 
 from test_captions_data import write_fake_flickr8k
@@ -27,7 +29,7 @@ def write_features(path, names, grid=(2, 2), dim=6, seed=0):
 def setup(tmp_path):
     root = write_fake_flickr8k(tmp_path / "flickr8k", present=("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"))
     features = write_features(tmp_path / "feats.h5", ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
-    config = train_captioner.CaptionConfig(embed_dim=8, hidden_dim=8, batch_size=2, epochs=3, min_count=1,
+    config = captioner_training.CaptionerConfig(embed_dim=8, hidden_dim=8, batch_size=2, epochs=3, min_count=1,
                                            max_length=8, lr=1e-2, dropout=0.3)
     return root, features, config
 
@@ -39,10 +41,10 @@ def weights_of(path):
 
 def test_resume_is_exact_and_best_loads(setup, tmp_path):
     root, features, config = setup
-    train_captioner.train(tmp_path / "straight", config, False, root, features_path=features)
-    train_captioner.train(tmp_path / "stopped", config, False, root, max_minutes=0, features_path=features)
+    captioner_training.train(tmp_path / "straight", config, False, root, features_path=features)
+    captioner_training.train(tmp_path / "stopped", config, False, root, max_minutes=0, features_path=features)
     assert weights_of(tmp_path / "stopped" / "last.npz")["adam.t"] == 1  # stopped after one step
-    train_captioner.train(tmp_path / "stopped", config, True, root, features_path=features)
+    captioner_training.train(tmp_path / "stopped", config, True, root, features_path=features)
     a, b = weights_of(tmp_path / "straight" / "last.npz"), weights_of(tmp_path / "stopped" / "last.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
@@ -55,13 +57,31 @@ def test_resume_is_exact_and_best_loads(setup, tmp_path):
 
 def test_refuses_to_overwrite_a_run(setup, tmp_path):
     root, features, config = setup
-    train_captioner.train(tmp_path / "run", config, False, root, max_minutes=0, features_path=features)
+    captioner_training.train(tmp_path / "run", config, False, root, max_minutes=0, features_path=features)
     with pytest.raises(FileExistsError, match="--resume"):
-        train_captioner.train(tmp_path / "run", config, False, root, features_path=features)
+        captioner_training.train(tmp_path / "run", config, False, root, features_path=features)
 
 
 def test_patience():
     history = [{"val_loss": v} for v in (3.0, 2.0, 2.5, 2.4)]  # two epochs without a new best
-    assert not train_captioner._patience_ran_out(history, 3)
-    assert train_captioner._patience_ran_out(history + [{"val_loss": 2.2}], 3)
-    assert not train_captioner._patience_ran_out(history + [{"val_loss": 1.9}], 3)
+    assert not patience_ran_out(history, "val_loss", "min", 3)
+    assert patience_ran_out(history + [{"val_loss": 2.2}], "val_loss", "min", 3)
+    assert not patience_ran_out(history + [{"val_loss": 1.9}], "val_loss", "min", 3)
+
+
+def test_init_starts_from_a_checkpoint(setup, tmp_path):
+    """A warm restart from best.npz: its weights and vocabulary, kept exactly at lr 0."""
+    root, features, config = setup
+    captioner_training.train(tmp_path / "first", config, False, root, features_path=features)
+    frozen = captioner_training.CaptionerConfig(batch_size=2, epochs=1, lr=0.0, dropout=0.3)
+    captioner_training.train(tmp_path / "warm", frozen, False, root, features_path=features,
+                             init=tmp_path / "first" / "best.npz")
+    start, start_meta = checkpoint.load(tmp_path / "first" / "best.npz")
+    after, after_meta = checkpoint.load(tmp_path / "warm" / "last.npz")
+    assert after_meta["vocab"] == start_meta["vocab"] and after_meta["spec"] == start_meta["spec"]
+    for name in start:
+        assert np.array_equal(after[name], start[name].astype(np.float32)), name
+    wrong = captioner_training.CaptionerConfig(model="show_attend_tell", epochs=1)
+    with pytest.raises(ValueError, match="--model"):
+        captioner_training.train(tmp_path / "wrong", wrong, False, root, features_path=features,
+                                 init=tmp_path / "first" / "best.npz")

@@ -152,7 +152,7 @@ def test_objectives_values(net):
     assert np.isclose(value(O.channel("conv2", 3)), acts["conv2"][:, 3].mean(axis=(1, 2)).sum(), rtol=1e-5)
     assert np.isclose(value(O.neuron("conv2", 4)), acts["conv2"][:, 4, 1, 1].sum(), rtol=1e-5)  # 4 x 4 grid
     assert np.isclose(value(O.neuron("conv1", 2, 5, 6)), acts["conv1"][:, 2, 5, 6].sum(), rtol=1e-5)
-    assert np.isclose(value(O.deep_dream("conv1")), (acts["conv1"] ** 2).mean(axis=(1, 2, 3)).sum(), rtol=1e-5)
+    assert np.isclose(value(O.mean_square_activation("conv1")), (acts["conv1"] ** 2).mean(axis=(1, 2, 3)).sum(), rtol=1e-5)
     phi0 = acts["conv2"][0]
     expected = ((acts["conv2"] - phi0) ** 2).sum(axis=(1, 2, 3)).sum() / (phi0 ** 2).sum()
     assert np.isclose(value(O.feature_distance("conv2", phi0)), expected, rtol=1e-5)

@@ -5,8 +5,8 @@
 
 with step_size = lr / (1 - beta1^t) and v_scale = 1 / (1 - beta2^t), Adam's bias corrections,
 computed once per step outside. PyTensor fuses these equations into one elementwise loop too, but
-a scalar one (sqrt and division one element at a time, 4-7 ns each): 30 ms of a captioner's step
-for its 5 M parameters. This Op runs the same arithmetic as one vectorized loop.
+a scalar one (sqrt and division one element at a time), which costs a captioner's step more than its
+5 M parameters' worth of memory traffic. This Op runs the same arithmetic as one vectorized loop.
 
 An Op may overwrite its inputs only where PyTensor has checked that nothing reads them later, so
 the graph is built with `AdamUpdate(inplace=False)` (which writes new arrays) and a rewrite in

@@ -3,7 +3,7 @@
 The lookup out = W[words] is a gather of rows; its gradient scatters the rows of d_out back and
 adds those that share a word: dW[v] = sum of d_out[n, t] over every (n, t) with words[n, t] = v.
 PyTensor's own AdvancedIncSubtensor1 does that in C only for vectors; for a (V, D) matrix it falls
-back to NumPy's `np.add.at` (10-27 ms for a caption batch, longer than a GEMM of the step). Here
+back to NumPy's `np.add.at`, which for a caption batch takes longer than a GEMM of the step. Here
 it is one pass that adds each row with a vectorized loop.
 """
 

@@ -69,8 +69,8 @@ class Captioner:
     def caption(self, features: np.ndarray, beam_size: int = 1, max_length: int | None = None):
         """Decode captions for encoder features ((N, L, D) grids or (N, D) vectors).
 
-        beam_size 1 is greedy decoding. Returns a dlmie.caption.decode.Decoded."""
-        from dlmie.caption.decode import Decoder
+        beam_size 1 is greedy decoding. Returns a dlmie.captioning.decode.Decoded."""
+        from dlmie.captioning.decode import Decoder
 
         if self._decoder is None:
             self._decoder = Decoder.compile(self.module, self.spec, self.params)

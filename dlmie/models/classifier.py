@@ -23,17 +23,6 @@ from dlmie.models.network import Network
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = "tiny_convnet"
 
-# cs231n's PretrainedCNN (assignment 3, 2015/16): nine conv blocks, then affine-batchnorm-relu, affine.
-CS231N_SPEC = convnet.ConvNetSpec(
-    conv=[(64, 5, 2, 2), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1), (256, 3, 2, 1),
-          (256, 3, 1, 1), (512, 3, 2, 1), (512, 3, 1, 1), (1024, 3, 2, 1)],
-    hidden=[512],
-    num_classes=100,
-    input_size=64,
-    global_pool=False,
-)
-
-
 def convnet_classifier(name, spec: convnet.ConvNetSpec, weights: dict, class_names, wnids,
                        preprocessing: Preprocessing) -> Network:
     """A `Network` of the conv-net family in inference mode; activations conv1.., fc1.., scores."""
@@ -78,7 +67,7 @@ def load_cs231n_h5(path, wnids, class_names) -> Network:
     the training set's mean image, approximated here by the per-channel means."""
     import h5py
 
-    spec = CS231N_SPEC
+    spec = convnet.CS231N_SPEC
     expected = convnet.init_params(spec)
     weights, blocks = {}, [f"conv{i}" for i in range(1, 10)] + ["fc1", "scores"]
     with h5py.File(path, "r") as f:

@@ -16,6 +16,7 @@ import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 from dlmie import layers as L
+from dlmie.kernels.conv import output_size as conv_output_size
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ConvNetSpec:
         """Height (= width) of the last conv block's output."""
         size = self.input_size
         for _, k, stride, pad in self.conv:
-            size = (size + 2 * pad - k) // stride + 1
+            size = conv_output_size(size, k, stride, pad)
         return size
 
     def layer_names(self) -> list[str]:
@@ -54,6 +55,29 @@ class ConvNetSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ConvNetSpec":
         return cls(**{**d, "conv": [tuple(c) for c in d["conv"]]})
+
+
+# Our Tiny-ImageNet network, in the spirit of cs231n's: a 5x5 stride-2 stem (64 -> 32), pairs of
+# 3x3 blocks that halve the grid and double the channels (32 -> 16 -> 8 -> 4), global average
+# pooling and one affine layer. Sized for a laptop CPU: 175 M multiply-adds, 2.4 M parameters.
+TINY_CONVNET = ConvNetSpec(
+    conv=[(64, 5, 2, 2), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1),
+          (256, 3, 2, 1), (256, 3, 1, 1), (512, 3, 2, 1)],
+    hidden=[],
+    num_classes=100,
+    input_size=64,
+    global_pool=True,
+)
+
+# cs231n's PretrainedCNN (assignment 3, 2015/16): nine conv blocks, then affine-batchnorm-relu, affine.
+CS231N_SPEC = ConvNetSpec(
+    conv=[(64, 5, 2, 2), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1), (256, 3, 2, 1),
+          (256, 3, 1, 1), (512, 3, 2, 1), (512, 3, 1, 1), (1024, 3, 2, 1)],
+    hidden=[512],
+    num_classes=100,
+    input_size=64,
+    global_pool=False,
+)
 
 
 def init_params(spec: ConvNetSpec, seed: int = 0, dtype="float32") -> dict:

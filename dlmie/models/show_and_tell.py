@@ -89,7 +89,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
 def decoder_graph(spec: Spec, params: dict):
     """The symbolic pieces of step-by-step decoding.
 
-    Returns (start, step), each an (inputs, outputs) pair to compile (dlmie.caption.decode does):
+    Returns (start, step), each an (inputs, outputs) pair to compile (dlmie.captioning.decode does):
     - start: features (N, D) -> state [h (N, H), c (N, H)] after the image step
     - step: (words (N,) int, h, c, features) -> [log_probs (N, V), h, c, attention]; Show and Tell
       reads the image only at the start and has no attention, so features go unused and the

@@ -81,7 +81,7 @@ def initial_state(params: dict, annotations):
             L.tanh(L.affine(mean, params["init_c.W"], params["init_c.b"])))
 
 
-def attend(params: dict, spec: Spec, annotations, projected, h_prev):
+def attend(spec: Spec, params: dict, annotations, projected, h_prev):
     """Soft attention for one step.
 
     Inputs:
@@ -104,9 +104,9 @@ def attend(params: dict, spec: Spec, annotations, projected, h_prev):
     return z, alpha
 
 
-def _decoder_step(params, spec, annotations, projected, xw, h_prev, c_prev):
+def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
     """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha)."""
-    z, alpha = attend(params, spec, annotations, projected, h_prev)
+    z, alpha = attend(spec, params, annotations, projected, h_prev)
     h, c = rnn.lstm_gates(xw + pt.dot(z, params["lstm.Wz"]) + pt.dot(h_prev, params["lstm.Wh"]), c_prev)
     return h, c, z, alpha
 
@@ -143,7 +143,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     step_names = ["att.Wh", "att.w", "gate.w", "gate.b", "lstm.Wz", "lstm.Wh"]  # what the loop reads
 
     def step(xw_t, h_prev, c_prev, annotations, projected, *weights):
-        return _decoder_step(dict(zip(step_names, weights)), spec, annotations, projected, xw_t, h_prev, c_prev)
+        return _decoder_step(spec, dict(zip(step_names, weights)), annotations, projected, xw_t, h_prev, c_prev)
 
     h, _, z, alpha = pytensor.scan(step, sequences=[xw], outputs_info=[h0, c0, None, None],
                                    non_sequences=[features, projected, *[params[n] for n in step_names]],
@@ -168,7 +168,7 @@ def doubly_stochastic_penalty(alpha, mask, weight: float):
 
 
 def decoder_graph(spec: Spec, params: dict):
-    """The symbolic pieces of step-by-step decoding (see dlmie.caption.decode).
+    """The symbolic pieces of step-by-step decoding (see dlmie.captioning.decode).
 
     - start: features (N, L, D) -> [h_0, c_0]
     - step: (words (N,) int, h, c, features) -> [log_probs (N, V), h, c, alpha (N, L)]
@@ -179,6 +179,6 @@ def decoder_graph(spec: Spec, params: dict):
     embedded = L.word_embedding(words, params["embed.W"])
     projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
     xw = L.affine(embedded, params["lstm.Wx"], params["lstm.b"])
-    h2, c2, z, alpha = _decoder_step(params, spec, features, projected, xw, h, c)
+    h2, c2, z, alpha = _decoder_step(spec, params, features, projected, xw, h, c)
     scores = L.affine(_deep_output(params, embedded, h2, z), params["out.W"], params["out.b"])
     return ([features], [h0, c0]), ([words, h, c, features], [L.log_softmax(scores, axis=1), h2, c2, alpha])

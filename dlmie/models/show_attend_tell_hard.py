@@ -121,7 +121,7 @@ def sampled_path(spec: Spec, params: dict, features, captions, uniforms, hard, r
 
     def step(xw_t, u_t, h_prev, c_prev, annotations, projected, hard, *weights):
         p = dict(zip(_STEP_NAMES, weights))
-        gated, alpha = soft.attend(p, spec, annotations, projected, h_prev)
+        gated, alpha = soft.attend(spec, p, annotations, projected, h_prev)
         expected, beta = gated[:, :-1], gated[:, -1].dimshuffle(0, "x")
         s = sample_locations(alpha, u_t)
         sampled = beta * annotations[pt.arange(annotations.shape[0]), s][:, :-1]

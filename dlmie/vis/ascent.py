@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dlmie.images import resize_bilinear
-from dlmie.vis.objectives import Objective, deep_dream as dream_objective
+from dlmie.vis.objectives import Objective, mean_square_activation
 
 # network -> {objective key: compiled (x, *values) -> (value, gradient)}; entries go with the network.
 _COMPILED = weakref.WeakKeyDictionary()
@@ -159,7 +159,7 @@ def deep_dream(net, x: np.ndarray, layer: str, octaves: int = 3, octave_scale: f
     Returns:
     - (N, 3, H, W) float32, the dreamed image(s)
     """
-    objective = dream_objective(layer)
+    objective = mean_square_activation(layer)
     base = np.asarray(x, np.float32)
     height, width = base.shape[2:]
     sizes = [(round(height / octave_scale ** k), round(width / octave_scale ** k)) for k in range(octaves)][::-1]

@@ -208,9 +208,9 @@ def feature_distance(layer: str, target: np.ndarray) -> Objective:
                      [Input(pytensor.config.floatX, target.ndim)], [target])
 
 
-def deep_dream(layer: str) -> Objective:
-    """DeepDream (Mordvintsev et al. 2015): the mean square of a layer's activations, so that
-    whatever the layer already sees in the image grows.
+def mean_square_activation(layer: str) -> Objective:
+    """The mean square of a layer's activations, DeepDream's objective (Mordvintsev et al. 2015;
+    `dlmie.vis.ascent.deep_dream`): whatever the layer already sees in the image grows.
 
     Inputs:
     - layer: a layer name
@@ -220,4 +220,4 @@ def deep_dream(layer: str) -> Objective:
         a = _layer(activations, layer)
         return (a ** 2).mean(axis=tuple(range(1, a.ndim))).sum()
 
-    return Objective(f"dream {layer}", ("deep_dream", layer), build)
+    return Objective(f"dream {layer}", ("mean_square_activation", layer), build)

@@ -25,28 +25,12 @@ from typing import NamedTuple
 import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
 from pytensor.graph.fg import FunctionGraph
-from pytensor.tensor.elemwise import Elemwise
-from pytensor.tensor.exceptions import NotScalarConstantError
+from dlmie import layers as L
 from dlmie.vis.ascent import gradient_function
 from dlmie.vis.objectives import Objective, class_score
-
-
-def _is_constant_zero(v) -> bool:
-    """Whether a variable is the constant 0 (possibly broadcast, as in maximum(x, 0))."""
-    try:
-        return pt.get_underlying_scalar_constant_value(v) == 0
-    except NotScalarConstantError:
-        return False
-
-
-def _is_relu(node) -> bool:
-    """Whether an Apply node is maximum(x, 0), the way `dlmie.layers.relu` builds a ReLU."""
-    return (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.ScalarMaximum)
-            and any(_is_constant_zero(inp) for inp in node.inputs))
 
 
 _GUIDED_RELU_OPS = {}  # input type -> OpFromGraph; one op per type so the replacement keeps the type
@@ -86,8 +70,8 @@ def guided_graph(output):
     """
     fgraph = FunctionGraph(outputs=[output], clone=True, copy_inputs=False)
     for node in fgraph.toposort():
-        if _is_relu(node):
-            (x,) = [inp for inp in node.inputs if not _is_constant_zero(inp)]
+        x = L.relu_operand(node)
+        if x is not None:
             fgraph.replace(node.outputs[0], guided_relu(x), reason="guided backprop")
     return fgraph.outputs[0]
 

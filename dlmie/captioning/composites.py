@@ -9,8 +9,8 @@ names, each after the side it is on, in an order chosen by a coin flip:
 Why this template. Show-Attend-Tell starts from h_0 = tanh(W mean_i a_i): the mean of the grid
 already tells the decoder *which* objects the image holds, in no order, but not *where* they are.
 Any caption that depends only on which objects are present ("a goldfish next to a lemon", names
-in alphabetical order) can therefore be produced without looking anywhere -- we tried: the loss
-fell to its floor and the attention stayed uniform. What the mean loses is the pairing of places and contents, so the
+in alphabetical order) can therefore be produced without looking anywhere: trained on such captions, the loss
+falls to its floor while the attention stays uniform. What the mean loses is the pairing of places and contents, so the
 caption names each object by its side, and only attention to that side can tell which name comes
 next. Under teacher forcing the attention at word t, alpha_t, depends on the words before t, so
 the side word must come before the name, as here. The order is random, so a name's position in
@@ -24,13 +24,6 @@ CNN's features say little about absolute position (the two halves, encoded apart
 interchangeable), so, as Transformers do, each region's feature vector gets its position
 appended: its row and its column, scaled to [-1, 1] (`with_position`). Without them "left" could
 not be learned.
-
-Whitened features. On MobileNetV2's raw conv_last vectors (1280 sparse ReLU6 channels, norm about
-46) a brief training left the attention at chance (0.500 after 300 steps); after PCA whitening to
-64 dimensions (`Whitening`, fitted on the training regions) the same model reaches 0.7-0.8
-within 100 steps. Unit-scale, decorrelated inputs keep the attention MLP's tanh out of saturation (a quarter
-of its pre-activations exceed 2 in magnitude at initialization on raw vectors, under a tenth on
-whitened ones), and each training step is about four times cheaper.
 
 Class names are Tiny-ImageNet's short names (the first synonym) of one word, so each name is
 generated at exactly one step, and never one of the template's words.
@@ -50,9 +43,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from dlmie.data.vocab import Vocabulary, tokenize
+from dlmie.data.vocab import tokenize
 from dlmie.images import resize_bilinear
 
 SIDES = ("left", "right")
@@ -170,36 +162,6 @@ def encode(encoder, images: np.ndarray, layer: str, batch_size: int = 16):
 
 
 @dataclass
-class Whitening:
-    """PCA whitening of feature vectors: x -> (x - mean) @ projection, D dimensions -> d, so that
-    on the data it was fitted to the d outputs are uncorrelated with unit variance.
-
-    - mean: (D,) float64; projection: (D, d) float64, the top d principal directions, each
-      divided by the standard deviation along it
-    """
-
-    mean: np.ndarray
-    projection: np.ndarray
-
-    @classmethod
-    def fit(cls, vectors: np.ndarray, dim: int, samples: int = 10000, seed: int = 0) -> "Whitening":
-        """Fit to (..., D) vectors (e.g. (M, L, D) grids, every region a vector), from a random
-        subset of at most `samples` of them (the covariance of 10,000 vectors is plenty for 64
-        directions and takes seconds)."""
-        flat = np.asarray(vectors).reshape(-1, np.shape(vectors)[-1])
-        rows = np.random.default_rng(seed).permutation(len(flat))[:samples]
-        subset = flat[rows].astype(np.float64)
-        mean = subset.mean(axis=0)
-        variances, directions = np.linalg.eigh(np.cov(subset - mean, rowvar=False))  # ascending
-        top = np.argsort(variances)[::-1][:dim]
-        return cls(mean, directions[:, top] / np.sqrt(np.maximum(variances[top], 1e-12)))
-
-    def __call__(self, vectors: np.ndarray) -> np.ndarray:
-        """(..., D) -> (..., d) float32."""
-        return ((np.asarray(vectors, np.float64) - self.mean) @ self.projection).astype(np.float32)
-
-
-@dataclass
 class CompositeSet:
     """N captioned composites built from M source images.
 
@@ -236,8 +198,9 @@ class CompositeSet:
         region's position appended (with_position)."""
         return with_position(join_grids(self.grids, self.left[rows], self.right[rows], self.grid), self.composite_grid)
 
-    def whitened(self, whitening: Whitening) -> "CompositeSet":
-        """The same composites with the source grids whitened (D -> d features per region)."""
+    def whitened(self, whitening) -> "CompositeSet":
+        """The same composites with the source grids whitened (D -> d features per region) by a
+        dlmie.data.whitening.Whitening."""
         return dataclasses.replace(self, grids=whitening(self.grids))
 
     def composite_images(self, rows) -> np.ndarray:
@@ -273,161 +236,3 @@ def make_composites(split, classes, per_class: int, count: int, encoder, layer: 
     return CompositeSet(split.images[chosen], source_labels, grids, grid, encoder.input_size, left, right,
                         [c[0] for c in captions], np.array([c[1] for c in captions], np.int64),
                         np.array([c[2] for c in captions], bool))
-
-
-def train_captioner(data: CompositeSet, epochs: int, batch_size: int = 32, seed: int = 0, embed_dim: int = 64,
-                    hidden_dim: int = 128, attention_dim: int = 32, dropout: float = 0.2, lr: float = 1e-2):
-    """Train a small Show-Attend-Tell on composites (train_captioner's training step: Adam, clipping).
-
-    Inputs:
-    - data: the training composites
-    - epochs, batch_size, seed (weights, dropout, minibatch order), the model's sizes and Adam's
-      learning rate (10x train_captioner's: on whitened features the attention of this small model
-      reaches a share of 0.7-0.8 on the named half within 100 steps, rather than 300)
-    Returns:
-    - trainer: a dlmie.train_captioner.CaptionTrainer; its params are the trained weights
-    - vocab: the Vocabulary of the captions
-    - losses: (epochs * batches,) float, the training loss of every step (nats per caption)
-    """
-    from dlmie.models import show_attend_tell
-    from dlmie.train_captioner import CaptionConfig, CaptionTrainer
-
-    vocab = Vocabulary.build(data.tokens)
-    captions = vocab.encode(data.tokens, max_length=data.sides.shape[1]).astype(np.int64)
-    extra = {"attention_dim": attention_dim}
-    config = CaptionConfig(model="show_attend_tell", embed_dim=embed_dim, hidden_dim=hidden_dim, dropout=dropout,
-                           batch_size=batch_size, lr=lr, epochs=epochs, seed=seed, extra=extra)
-    spec = show_attend_tell.Spec(vocab_size=len(vocab), feature_dim=data.grids.shape[-1] + 2, embed_dim=embed_dim,
-                                 hidden_dim=hidden_dim, dropout=dropout, **extra)
-    trainer = CaptionTrainer(config, spec, show_attend_tell.init_params(spec, seed))
-    losses = []
-    for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(data))
-        bar = tqdm(range(0, len(data), batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
-        for start in bar:
-            rows = order[start : start + batch_size]
-            loss, _ = trainer.train_step(data.features(rows), captions[rows])
-            losses.append(float(loss))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    return trainer, vocab, np.array(losses)
-
-
-def teacher_forced_attention(spec, params: dict, data: CompositeSet, vocab: Vocabulary,
-                             batch_size: int = 64) -> np.ndarray:
-    """The attention of a Show-Attend-Tell while it reads each composite's own caption (no dropout).
-
-    Inputs:
-    - spec, params: the model (a Spec and name -> shared variable, e.g. trainer.spec, trainer.params)
-    - data: composites; vocab: the model's vocabulary
-    Returns:
-    - alpha: (N, W + 1, h * 2w) float32; alpha[n, t] is the attention used to generate word t of
-      caption n (t = W: its <END>)
-    """
-    import pytensor
-    import pytensor.tensor as pt
-
-    from dlmie.models import show_attend_tell
-
-    features, captions_in = pt.tensor3("features"), pt.lmatrix("captions")
-    _, _, alpha = show_attend_tell.loss(spec, params, features, captions_in, train=False, return_attention=True)
-    attention = pytensor.function([features, captions_in], alpha)
-    captions = vocab.encode(data.tokens, max_length=data.sides.shape[1]).astype(np.int64)
-    batches = tqdm(range(0, len(data), batch_size), desc="attention", unit="batch")
-    return np.concatenate([attention(data.features(np.arange(s, min(s + batch_size, len(data)))),
-                                     captions[s : s + batch_size]) for s in batches])
-
-
-def side_shares(alpha: np.ndarray, grid: tuple, sides: np.ndarray) -> np.ndarray:
-    """The share of each word's attention on a given half of the composite.
-
-    Inputs:
-    - alpha: (N, T, h * w) attention weights over an h x w grid (summing to 1 over regions), T >= W
-    - grid: (h, w) with w even; columns < w / 2 are the left half
-    - sides: (N, W) int, the half to measure at each of the first W steps (0 left, 1 right)
-    Returns:
-    - (N, W) float in [0, 1]: the attention mass on that half at each step
-    """
-    h, w = grid
-    steps = sides.shape[1]
-    maps = np.asarray(alpha, np.float64)[:, :steps].reshape(len(alpha), steps, h, w)
-    on_left = maps[..., : w // 2].sum(axis=(2, 3)) / maps.sum(axis=(2, 3))
-    return np.where(sides == 0, on_left, 1 - on_left)
-
-
-def mean_and_error(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of the mean (std with ddof 1 over sqrt(n))."""
-    values = np.asarray(values, np.float64).ravel()
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
-
-
-@dataclass
-class Measurement:
-    """Where the attention went, per composite and word.
-
-    - shares: (N, W) the attention mass on the half of the object each word's phrase names
-    - is_name: (N, W) bool, True at the class names
-    - alpha: (N, W + 1, h * 2w) the attention itself (for figures)
-    """
-
-    shares: np.ndarray
-    is_name: np.ndarray
-    alpha: np.ndarray
-
-    @property
-    def class_words(self) -> np.ndarray:
-        return self.shares[self.is_name]
-
-    @property
-    def other_words(self) -> np.ndarray:
-        return self.shares[~self.is_name]
-
-    def summary(self) -> str:
-        lines = []
-        for title, values in (("class words", self.class_words), ("other words", self.other_words)):
-            mean, error = mean_and_error(values)
-            lines.append(f"{title}: share on the named object's half {mean:.3f} ± {error:.3f} "
-                         f"(N = {len(values)} steps of {len(self.shares)} composites; chance {CHANCE})")
-        return "\n".join(lines)
-
-
-def measure(spec, params: dict, data: CompositeSet, vocab: Vocabulary, batch_size: int = 64) -> Measurement:
-    """The share of attention on the named object's half, at every word of every composite's caption.
-
-    Inputs: a Show-Attend-Tell (spec, params), its vocabulary, and held-out composites.
-    Returns a Measurement; for the other words (those of "on the left a", "and on the right a")
-    the half is that of the object their phrase names.
-    """
-    alpha = teacher_forced_attention(spec, params, data, vocab, batch_size)
-    return Measurement(side_shares(alpha, data.composite_grid, data.sides), data.is_name, alpha)
-
-
-def share_figure(result: Measurement, data: CompositeSet):
-    """Bar charts of the share on the named object's half, against chance.
-
-    Inputs:
-    - result: a Measurement of the composites `data`
-    Returns a matplotlib Figure: class words vs other words (mean ± s.e.), and per position of the
-    caption (labelled with its word, or <side> / <name> where the captions differ).
-    """
-    import matplotlib.pyplot as plt
-
-    words = [column[0] if len(set(column)) == 1 else ("<name>" if named else "<side>")
-             for column, named in zip(zip(*data.tokens), result.is_name[0])]
-
-    fig, (ax, ax_pos) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 3]})
-    groups = [mean_and_error(result.class_words), mean_and_error(result.other_words)]
-    ax.bar([0, 1], [m for m, _ in groups], yerr=[e for _, e in groups], color=["tab:orange", "tab:blue"], capsize=4)
-    ax.set_xticks([0, 1], ["class words", "other words"])
-    per_position = [mean_and_error(result.shares[:, p]) for p in range(result.shares.shape[1])]
-    colors = ["tab:orange" if named else "tab:blue" for named in result.is_name[0]]
-    ax_pos.bar(range(len(words)), [m for m, _ in per_position], yerr=[e for _, e in per_position], color=colors,
-               capsize=3)
-    ax_pos.set_xticks(range(len(words)), words)
-    for a in (ax, ax_pos):
-        a.axhline(CHANCE, color="k", linestyle="--", linewidth=1, label="chance")
-        a.set_ylim(0, 1)
-    ax.set_ylabel("attention on the named half")
-    ax_pos.set_title("by word of the caption (the phrase's object)", fontsize=9)
-    ax_pos.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig

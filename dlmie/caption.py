@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dlmie.extract_features import encode_files
+from dlmie.data.features import encode_files
 from dlmie.images import load_image
 from dlmie.models.captioners import default_path, load_captioner
 from dlmie.models.encoders import load_encoder
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
 def write_attention_figure(out: Path, image, decoded, captioner, grid) -> None:
     """The per-word attention figure of the first decoded caption, saved to `out`."""
-    from dlmie.caption.attention import attention_figure
+    from dlmie.captioning.attention import attention_figure
     from dlmie.plots import save_figure
 
     words = [captioner.vocab.idx_to_word[i] for i in decoded.words[0]]
