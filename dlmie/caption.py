@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.data.features import encode_files
 from dlmie.images import load_image
 from dlmie.models.captioners import default_path, load_captioner
@@ -31,9 +32,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         captioner = load_captioner(args.checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err)
     if args.attention and captioner.module.INPUT != "grid":
         print(f"error: --attention needs an attention model; {args.checkpoint} is {captioner.kind}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ def load(path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # else NumPy reads it as a pickle and talks of unsafe loading
+        raise ValueError(f"{path} is not a dlmie checkpoint (not an .npz archive); checkpoints come from "
+                         "the training commands (train_classifier --export, train_captioner) or dlmie/models/weights/")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

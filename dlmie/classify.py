@@ -14,17 +14,21 @@ import sys
 
 import numpy as np
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.images import load_image
-from dlmie.models.classifier import DEFAULT_MODEL, load_classifier
+from dlmie.models.classifier import CLASSIFIERS, DEFAULT_MODEL, load_classifier
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlmie.classify", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="tiny_convnet (default), cs231n, or a model .npz")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(CLASSIFIERS)} (default {DEFAULT_MODEL}), or a model .npz")
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args(argv)
-    model = load_classifier(args.model)
+    try:
+        model = load_classifier(args.model)
+    except USER_ERRORS as err:
+        return report(err)
     failed = 0
     for path in args.images:
         try:

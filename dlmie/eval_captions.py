@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.captioning.metrics import evaluate, format_scores
 from dlmie.captioning.splits import caption_split
 from dlmie.models.captioners import default_path, load_captioner
@@ -32,9 +33,8 @@ def main(argv=None) -> int:
     try:
         captioner = load_captioner(args.checkpoint)
         references, candidates = caption_split(captioner, args.data, args.split, args.beam)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err)
     for name in list(candidates)[: args.show]:
         print(f"{name}: {candidates[name]}")
     print(f"{captioner.kind} on {len(candidates)} {args.split} images, beam {args.beam}")

@@ -12,16 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.data.tiny_imagenet import load_split
-from dlmie.models.classifier import DEFAULT_MODEL, accuracy, load_classifier
+from dlmie.models.classifier import CLASSIFIERS, DEFAULT_MODEL, accuracy, load_classifier
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlmie.eval_classifier", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="tiny_convnet (default), cs231n, or a model .npz")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(CLASSIFIERS)} (default {DEFAULT_MODEL}), or a model .npz")
     parser.add_argument("--data", type=Path, required=True, help="a Tiny-ImageNet-layout folder")
     args = parser.parse_args(argv)
-    model = load_classifier(args.model)
+    try:
+        model = load_classifier(args.model)
+    except USER_ERRORS as err:
+        return report(err)
     split = load_split(args.data, "val", cache=False)
     if list(split.wnids) != model.class_ids:
         print(f"error: the classes of {args.data}/wnids.txt differ from the model's ({model.name})", file=sys.stderr)

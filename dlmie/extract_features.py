@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.data.features import extract, image_folder
 from dlmie.models.encoders import ENCODERS, grid_layer, load_encoder
 
@@ -37,9 +38,8 @@ def main(argv=None) -> int:
         net = load_encoder(args.encoder, args.weights)
         result = extract(net, args.layer or grid_layer(args.encoder), folder, args.out, args.batch_size,
                          args.dtype, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err)
     if result.skipped:
         print(f"warning: {len(result.skipped)} unreadable images were skipped (listed in {result.out}:/skipped)",
               file=sys.stderr)

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.data import dataset_path
 from dlmie.models.captioners import CAPTIONERS
 from dlmie.models.encoders import ENCODERS
@@ -49,10 +50,9 @@ def main(argv=None) -> int:
         data_root = args.data or dataset_path("flickr8k")
         train(args.out or Path("runs") / args.model, config, args.resume, data_root, args.max_minutes, args.features,
               init=args.init)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    except USER_ERRORS as err:
+        return report(err)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie.cli import USER_ERRORS, report
 from dlmie.data import dataset_path
 from dlmie.training.classifier import ClassifierConfig, export_model, train
 
@@ -49,10 +50,9 @@ def main(argv=None) -> int:
                                   lr=args.lr)
         train(args.out, config, args.resume, data, args.max_minutes, args.max_steps,
               args.epochs if args.resume else None, init=args.init)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    except USER_ERRORS as err:
+        return report(err)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,14 @@ def test_gradient_function_of_one_class_score(model_file):
     assert np.isclose(slope, np.linalg.norm(grad), rtol=5e-2)
 
 
-def test_unknown_model_and_wrong_kind(tmp_path):
-    with pytest.raises(ValueError, match="unknown classifier"):
+def test_unknown_model_and_wrong_kind(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown classifier") as info:
         classifier.load_classifier("no_such_model")
+    assert "mobilenet_v2" in str(info.value) and "show_and_tell" not in str(info.value)
+    with pytest.raises(ValueError, match="unknown classifier"):
+        classifier.load_classifier("show_and_tell")  # a committed captioner is no classifier
+    assert classify.main(["--model", "no_such_model", "x.png"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown classifier")
     other = checkpoint.save(tmp_path / "other.npz", {"w": np.ones(1)}, {"kind": "captioner"})
     with pytest.raises(ValueError, match="not a classifier"):
         classifier.load_classifier(str(other))
@@ -109,3 +114,14 @@ def test_eval_classifier_command(model_file, tmp_path, capsys):
     assert last == f"top1={top1:.3f} top5=1.000 n=8"
 
 
+
+
+def test_classify_takes_an_imagenet_encoder(tmp_path, capsys):
+    """The README's `python -m dlmie.classify --model mobilenet_v2 IMAGE` on an ImageNet val image."""
+    from dlmie.data import dataset_path
+
+    path = tmp_path / "val0.png"
+    Image.fromarray(np.load(dataset_path("imagenet-val-25"))["X"][0]).save(path)
+    assert classify.main(["--model", "mobilenet_v2", "--top", "5", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("%") == 5

@@ -18,10 +18,13 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 from dlmie import checkpoint, layers as L
 from dlmie.images import Preprocessing
 from dlmie.models import convnet
+from dlmie.models.encoders import ENCODERS, load_encoder
 from dlmie.models.network import Network
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = "tiny_convnet"
+COMMITTED = ("tiny_convnet",)  # classifier model files in WEIGHTS_DIR
+CLASSIFIERS = (*COMMITTED, "cs231n", *ENCODERS)
 
 def convnet_classifier(name, spec: convnet.ConvNetSpec, weights: dict, class_names, wnids,
                        preprocessing: Preprocessing) -> Network:
@@ -91,18 +94,26 @@ def load_cs231n_h5(path, wnids, class_names) -> Network:
 
 
 def load_classifier(name: str = DEFAULT_MODEL) -> Network:
-    """A classifier by name: "tiny_convnet" (committed with the repository), "cs231n", or a path."""
+    """A classifier by name (one of CLASSIFIERS) or the path of a model file.
+
+    "tiny_convnet" is committed with the repository, "cs231n" is cs231n's pretrained_model.h5, and
+    the ImageNet encoders classify into ImageNet's classes where their weight file has the head
+    (MobileNetV2's does; VGG-16's only when the full file is fetched).
+    """
     if name == "cs231n":
         from dlmie.data import dataset_path
         from dlmie.data.tiny_imagenet import read_classes
 
         wnids, names = read_classes(dataset_path("tiny-imagenet-100-A"))
         return load_cs231n_h5(dataset_path("cs231n-pretrained"), wnids, names)
+    if name in ENCODERS:
+        net = load_encoder(name)
+        if net.scores is None:
+            raise ValueError(f"{name}'s weight file has no classifier head: ./get_datasets.sh {name}-full fetches it")
+        return net
+    if name in COMMITTED:
+        return load_npz(WEIGHTS_DIR / f"{name}.npz")
     path = Path(name)
-    if path.suffix in (".npz", ".h5") and path.exists():
+    if path.suffix == ".npz" and path.exists():
         return load_npz(path)
-    committed = WEIGHTS_DIR / f"{name}.npz"
-    if committed.exists():
-        return load_npz(committed)
-    known = sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz")) + ["cs231n"]
-    raise ValueError(f"unknown classifier {name!r}: use one of {', '.join(known)} or the path of a model .npz file")
+    raise ValueError(f"unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)} or the path of a model .npz file")
