@@ -28,7 +28,7 @@ from dlmie.models.network import Network
 from dlmie.models.tflite import Graph, Tensor, TFLiteFormatError, graph_params, read_tflite, run_graph
 
 FETCH_HINT = "run ./get_datasets.sh mobilenet-v2 to fetch the model"
-GRID_LAYER, VECTOR_LAYER = "conv_last", "pool"  # 7 x 7 x 1280 grid; its average, 1280
+GRID_LAYER = "conv_last"  # 7 x 7 x 1280
 MODEL_FILE, LABELS_FILE = "mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt"
 
 # One letter per op: conv1, 17 inverted-residual blocks (block0 has no expansion layer; a block
