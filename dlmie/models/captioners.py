@@ -18,20 +18,16 @@ import numpy as np
 
 from dlmie import checkpoint, layers as L
 from dlmie.data.vocab import Vocabulary
+from dlmie.models.registry import module_by_name
 
-CAPTIONERS = ("show_and_tell", "show_attend_tell", "show_attend_tell_hard")
+_MODULES = {"show_and_tell": "dlmie.models.show_and_tell", "show_attend_tell": "dlmie.models.show_attend_tell",
+            "show_attend_tell_hard": "dlmie.models.show_attend_tell_hard"}
+CAPTIONERS = tuple(_MODULES)
 
 
 def captioner_module(name: str):
-    if name == "show_and_tell":
-        from dlmie.models import show_and_tell as module
-    elif name == "show_attend_tell":
-        from dlmie.models import show_attend_tell as module
-    elif name == "show_attend_tell_hard":
-        from dlmie.models import show_attend_tell_hard as module
-    else:
-        raise ValueError(f"unknown captioner {name!r}: use one of {', '.join(CAPTIONERS)}")
-    return module
+    """The captioner module called `name`, one of CAPTIONERS; ValueError for another name."""
+    return module_by_name("captioner", name, _MODULES)
 
 
 def model_input(module, features: np.ndarray) -> np.ndarray:

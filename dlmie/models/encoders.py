@@ -10,18 +10,14 @@ features(images, layer)) whatever the architecture.
 from __future__ import annotations
 
 from dlmie.models.network import Network
+from dlmie.models.registry import module_by_name
 
-ENCODERS = ("mobilenet_v2", "vgg16")
+_MODULES = {"mobilenet_v2": "dlmie.models.mobilenet_v2", "vgg16": "dlmie.models.vgg16"}
+ENCODERS = tuple(_MODULES)
 
 
 def _module(name: str):
-    if name == "vgg16":
-        from dlmie.models import vgg16 as module
-    elif name == "mobilenet_v2":
-        from dlmie.models import mobilenet_v2 as module
-    else:
-        raise ValueError(f"unknown encoder {name!r}: use one of {', '.join(ENCODERS)}")
-    return module
+    return module_by_name("encoder", name, _MODULES)
 
 
 def load_encoder(name: str, path=None) -> Network:
@@ -32,8 +28,3 @@ def load_encoder(name: str, path=None) -> Network:
 def grid_layer(name: str) -> str:
     """The encoder's last convolutional grid: vgg16 conv5_3 (14 x 14 x 512), mobilenet_v2 conv_last (7 x 7 x 1280)."""
     return _module(name).GRID_LAYER
-
-
-def vector_layer(name: str) -> str:
-    """The encoder's image vector: vgg16 fc7 (4096, needs the full weight file), mobilenet_v2 pool (1280)."""
-    return _module(name).VECTOR_LAYER

@@ -29,7 +29,7 @@ BLOCKS = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
 FC = [("fc6", "fc1", 4096), ("fc7", "fc2", 4096), ("scores", "predictions", 1000)]  # ours, Keras', width
 PREPROCESSING = Preprocessing(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), channel_order="BGR", scale=255.0)
 INPUT_SIZE = 224
-GRID_LAYER, VECTOR_LAYER = "conv5_3", "fc7"
+GRID_LAYER = "conv5_3"  # 14 x 14 x 512
 FETCH_HINT = "run ./get_datasets.sh vgg16-notop (or vgg16-full for fc6-fc8)"
 
 
