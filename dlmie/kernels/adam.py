@@ -23,11 +23,10 @@ import pytensor.tensor as pt
 from pytensor.compile import optdb
 from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
-from pytensor.link.c.op import COp
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import float64
 
-from dlmie.kernels.common import FLOAT_DTYPES
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp
 
 _ADAM_SUPPORT_CODE = r"""
 namespace dlmie_adam {
@@ -50,7 +49,7 @@ static void step(T *p, T *m, T *v, const T *g, npy_intp n, T b1, T b2, T eps, T 
 """
 
 
-class AdamUpdate(COp):
+class AdamUpdate(KernelOp):
     """Adam's update of one parameter.
 
     Inputs:
@@ -61,6 +60,10 @@ class AdamUpdate(COp):
     Returns:
     - p_new, m_new, v_new: the updated arrays; with inplace=True, p, m and v overwritten
     """
+
+    SUPPORT_CODE = _ADAM_SUPPORT_CODE
+    HEADERS = ("<math.h>",)
+    CACHE_VERSION = (2,)
 
     __props__ = ("beta1", "beta2", "eps", "inplace")
     params_type = ParamsType(beta1=float64, beta2=float64, eps=float64)
@@ -94,18 +97,6 @@ class AdamUpdate(COp):
         p -= step_size * m / (np.sqrt(v * v_scale) + eps)
         for storage, value in zip(output_storage, (p, m, v)):
             storage[0] = value
-
-    def c_support_code(self, **kwargs):
-        return _ADAM_SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<math.h>"]
-
-    def c_compile_args(self, **kwargs):
-        return ["-fopenmp-simd"]
-
-    def c_code_cache_version(self):
-        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         p, m, v, g, step_size, v_scale = inputs

@@ -20,10 +20,9 @@ import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.replace import clone_replace
-from pytensor.link.c.op import COp
 from pytensor.link.c.params_type import ParamsType
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_like, alloc_vector
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_like, alloc_vector
 
 
 _BN_SUPPORT_CODE = r"""
@@ -170,28 +169,18 @@ def _bn_per_channel(v, ndim):
     return v.dimshuffle(("x", 0) if ndim == 2 else ("x", 0, "x", "x"))
 
 
-class _BatchNormOp(COp):
+class _BatchNormOp(KernelOp):
     """Common parts: `eps`, the C support code, the input checks."""
+
+    SUPPORT_CODE = _BN_SUPPORT_CODE
+    HEADERS = ("<math.h>",)
+    CACHE_VERSION = (3,)
 
     __props__ = ("eps",)
     params_type = ParamsType(eps=pytensor.scalar.float64)
 
     def __init__(self, eps: float):
         self.eps = float(eps)
-
-    def c_support_code(self, **kwargs):
-        return _BN_SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<math.h>"]
-
-    def c_compile_args(self, **kwargs):
-        # Only the `omp simd` hints that let the compiler vectorize the float64 sums; no OpenMP
-        # runtime (its spinning threads slowed the GEMMs that follow, for no net gain on 2 cores).
-        return ["-fopenmp-simd"]
-
-    def c_code_cache_version(self):
-        return (3,)
 
     @staticmethod
     def _check(x, *vectors):

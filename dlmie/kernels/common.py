@@ -1,7 +1,36 @@
-"""What every compiled Op of dlmie.kernels shares: the float dtypes they take, and C snippets
-that (re)allocate an output array only when the one PyTensor hands back does not fit."""
+"""What every compiled Op of dlmie.kernels shares: the float dtypes they take, the way an Op names
+its C code and flags (`KernelOp`), and C snippets that (re)allocate an output array only when the
+one PyTensor hands back does not fit."""
+
+from pytensor.link.c.op import COp
 
 FLOAT_DTYPES = ("float32", "float64")
+
+
+class KernelOp(COp):
+    """A COp whose C support code, headers, compiler flags and cache version are class attributes.
+
+    -fopenmp-simd, the default flag, enables only the `omp simd` hints that let the compiler
+    vectorize the loops; no OpenMP runtime (its spinning threads would slow the GEMMs that follow).
+    Bump CACHE_VERSION whenever the C code changes.
+    """
+
+    SUPPORT_CODE = ""
+    HEADERS = ()
+    COMPILE_ARGS = ("-fopenmp-simd",)
+    CACHE_VERSION = (1,)
+
+    def c_support_code(self, **kwargs):
+        return self.SUPPORT_CODE
+
+    def c_headers(self, **kwargs):
+        return list(self.HEADERS)
+
+    def c_compile_args(self, **kwargs):
+        return list(self.COMPILE_ARGS)
+
+    def c_code_cache_version(self):
+        return self.CACHE_VERSION
 
 
 def alloc_like(out, like, fail):

@@ -24,11 +24,10 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
 from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
-from pytensor.link.c.op import COp
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int32 as int_t
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
 
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """Number of window positions along one axis: (size + 2 * pad - window) // stride + 1."""
@@ -40,10 +39,9 @@ def _static_output_size(size, window, stride, pad):
 
 
 # The C kernels, shared by both Ops. Strides are in elements (the input may be any view, e.g. a
-# transposed one); the column matrix is always C-contiguous. Loop order: channel, then blocks of
-# images whose planes fit in L1 together, then window offset (i, j), so that each step writes
-# (im2col) or reads (col2im) one contiguous run of the column matrix while the planes stay in
-# cache. The innermost loop runs along a row, split into the zero padding on either side and the
+# transposed one); the column matrix is always C-contiguous. Both walk the windows in one order
+# (for_each_window), so that each step writes (im2col) or reads (col2im) one contiguous run of the
+# column matrix while the planes stay in cache. The innermost loop runs along a row, split into the zero padding on either side and the
 # in-image span, so that the span needs no bounds test (and is a plain copy when stride 1 meets
 # a contiguous row).
 _SUPPORT_CODE = r"""
@@ -61,95 +59,102 @@ static inline void valid_range(npy_intp out_size, npy_intp size, int stride, npy
     *lo = a; *hi = b;
 }
 
-template <typename T>
-static void im2col(const T *x, npy_intp N, npy_intp C, npy_intp H, npy_intp W,
-                   npy_intp sn, npy_intp sc, npy_intp sh, npy_intp sw,
-                   int kh, int kw, int stride, int pad, npy_intp oh, npy_intp ow, T *cols) {
+// The traversal both kernels share: channel, then blocks of images whose planes fit in L1
+// together, then window offset (i, j), then image. Going offset by offset inside a single plane
+// instead would touch kh * kw short runs whose addresses differ by a multiple of a large power of
+// two, which the caches handle badly. start_block(c, n0, n1) runs before a block's offsets;
+// visit(c, n, i, j, ylo, yhi, zlo, zhi, run) for each image, with the valid output ranges of that
+// offset (valid_range) and `run`, the start of its oh * ow entries in the column matrix.
+template <typename T, typename StartBlock, typename Visit>
+static inline void for_each_window(npy_intp N, npy_intp C, npy_intp H, npy_intp W, int kh, int kw, int stride,
+                                   int pad, npy_intp oh, npy_intp ow, StartBlock start_block, Visit visit) {
     const npy_intp P = oh * ow, ncols = N * P;
-    // Going offset by offset inside a single plane instead writes kh * kw short runs whose
-    // addresses differ by a multiple of a large power of two, which the caches handle badly.
     npy_intp block = (npy_intp)(16384 / ((H * W + 1) * sizeof(T)));
     if (block < 1) block = 1;
     for (npy_intp c = 0; c < C; ++c) {
         for (npy_intp n0 = 0; n0 < N; n0 += block) {
             const npy_intp n1 = n0 + block < N ? n0 + block : N;
+            start_block(c, n0, n1);
             for (int i = 0; i < kh; ++i) {
                 npy_intp ylo, yhi;
                 valid_range(oh, H, stride, (npy_intp)i - pad, &ylo, &yhi);
                 for (int j = 0; j < kw; ++j) {
                     npy_intp zlo, zhi;
                     valid_range(ow, W, stride, (npy_intp)j - pad, &zlo, &zhi);
-                    for (npy_intp n = n0; n < n1; ++n) {
-                        const T *plane = x + n * sn + c * sc;
-                        T *dst = cols + ((c * kh + i) * kw + j) * ncols + n * P;
-                        for (npy_intp y = 0; y < ylo; ++y)
-                            for (npy_intp z = 0; z < ow; ++z) dst[y * ow + z] = 0;
-                        for (npy_intp y = ylo; y < yhi; ++y) {
-                            T *d = dst + y * ow;
-                            const T *row = plane + (y * stride + i - pad) * sh + (j - pad) * sw;
-                            for (npy_intp z = 0; z < zlo; ++z) d[z] = 0;
-                            if (stride == 1 && sw == 1) {
-                                memcpy(d + zlo, row + zlo, (zhi - zlo) * sizeof(T));
-                            } else {
-                                const npy_intp step = stride * sw;
-                                for (npy_intp z = zlo; z < zhi; ++z) d[z] = row[z * step];
-                            }
-                            for (npy_intp z = zhi; z < ow; ++z) d[z] = 0;
-                        }
-                        for (npy_intp y = yhi; y < oh; ++y)
-                            for (npy_intp z = 0; z < ow; ++z) dst[y * ow + z] = 0;
-                    }
+                    for (npy_intp n = n0; n < n1; ++n)
+                        visit(c, n, i, j, ylo, yhi, zlo, zhi, ((c * kh + i) * kw + j) * ncols + n * P);
                 }
             }
         }
     }
 }
 
-// x (N, C, H, W) C-contiguous <- sum of the column entries that came from each pixel. Same
-// blocking as im2col; the block's image planes, which receive the sums, stay in L1.
+template <typename T>
+static void im2col(const T *x, npy_intp N, npy_intp C, npy_intp H, npy_intp W,
+                   npy_intp sn, npy_intp sc, npy_intp sh, npy_intp sw,
+                   int kh, int kw, int stride, int pad, npy_intp oh, npy_intp ow, T *cols) {
+    for_each_window<T>(N, C, H, W, kh, kw, stride, pad, oh, ow, [](npy_intp, npy_intp, npy_intp) {},
+        [&](npy_intp c, npy_intp n, int i, int j, npy_intp ylo, npy_intp yhi, npy_intp zlo, npy_intp zhi,
+            npy_intp run) {
+            const T *plane = x + n * sn + c * sc;
+            T *dst = cols + run;
+            for (npy_intp y = 0; y < ylo; ++y)
+                for (npy_intp z = 0; z < ow; ++z) dst[y * ow + z] = 0;
+            for (npy_intp y = ylo; y < yhi; ++y) {
+                T *d = dst + y * ow;
+                const T *row = plane + (y * stride + i - pad) * sh + (j - pad) * sw;
+                for (npy_intp z = 0; z < zlo; ++z) d[z] = 0;
+                if (stride == 1 && sw == 1) {
+                    memcpy(d + zlo, row + zlo, (zhi - zlo) * sizeof(T));
+                } else {
+                    const npy_intp step = stride * sw;
+                    for (npy_intp z = zlo; z < zhi; ++z) d[z] = row[z * step];
+                }
+                for (npy_intp z = zhi; z < ow; ++z) d[z] = 0;
+            }
+            for (npy_intp y = yhi; y < oh; ++y)
+                for (npy_intp z = 0; z < ow; ++z) dst[y * ow + z] = 0;
+        });
+}
+
+// x (N, C, H, W) C-contiguous <- sum of the column entries that came from each pixel. The
+// block's image planes, which receive the sums, stay in L1.
 template <typename T>
 static void col2im(const T *cols, npy_intp N, npy_intp C, npy_intp H, npy_intp W,
                    int kh, int kw, int stride, int pad, npy_intp oh, npy_intp ow, T *x) {
-    const npy_intp P = oh * ow, ncols = N * P;
-    npy_intp block = (npy_intp)(16384 / ((H * W + 1) * sizeof(T)));
-    if (block < 1) block = 1;
-    for (npy_intp c = 0; c < C; ++c) {
-        for (npy_intp n0 = 0; n0 < N; n0 += block) {
-            const npy_intp n1 = n0 + block < N ? n0 + block : N;
+    for_each_window<T>(N, C, H, W, kh, kw, stride, pad, oh, ow,
+        [&](npy_intp c, npy_intp n0, npy_intp n1) {
             for (npy_intp n = n0; n < n1; ++n) memset(x + (n * C + c) * H * W, 0, H * W * sizeof(T));
-            for (int i = 0; i < kh; ++i) {
-                npy_intp ylo, yhi;
-                valid_range(oh, H, stride, (npy_intp)i - pad, &ylo, &yhi);
-                for (int j = 0; j < kw; ++j) {
-                    npy_intp zlo, zhi;
-                    valid_range(ow, W, stride, (npy_intp)j - pad, &zlo, &zhi);
-                    for (npy_intp n = n0; n < n1; ++n) {
-                        T *plane = x + (n * C + c) * H * W;
-                        const T *src = cols + ((c * kh + i) * kw + j) * ncols + n * P;
-                        for (npy_intp y = ylo; y < yhi; ++y) {
-                            const T *s = src + y * ow;
-                            T *row = plane + (y * stride + i - pad) * W + (j - pad);
-                            if (stride == 1) {
-                                for (npy_intp z = zlo; z < zhi; ++z) row[z] += s[z];
-                            } else {
-                                for (npy_intp z = zlo; z < zhi; ++z) row[z * stride] += s[z];
-                            }
-                        }
-                    }
+        },
+        [&](npy_intp c, npy_intp n, int i, int j, npy_intp ylo, npy_intp yhi, npy_intp zlo, npy_intp zhi,
+            npy_intp run) {
+            T *plane = x + (n * C + c) * H * W;
+            const T *src = cols + run;
+            for (npy_intp y = ylo; y < yhi; ++y) {
+                const T *s = src + y * ow;
+                T *row = plane + (y * stride + i - pad) * W + (j - pad);
+                if (stride == 1) {
+                    for (npy_intp z = zlo; z < zhi; ++z) row[z] += s[z];
+                } else {
+                    for (npy_intp z = zlo; z < zhi; ++z) row[z * stride] += s[z];
                 }
             }
-        }
-    }
+        });
 }
 
 }  // namespace dlmie_im2col
 """
 
 
-class _WindowOp(COp):
+class _WindowOp(KernelOp):
     """Common parameters: kernel height `kh` and width `kw`, `stride` and zero `pad`, the same
     for both spatial axes. They reach the C code as run-time parameters (`params_type`), so that
     one compiled module serves every layer of a network."""
+
+    SUPPORT_CODE = _SUPPORT_CODE
+    HEADERS = ("<string.h>",)
+    COMPILE_ARGS = ()
+    CACHE_VERSION = (7,)
 
     __props__ = ("kh", "kw", "stride", "pad")
     params_type = ParamsType(kh=int_t, kw=int_t, stride=int_t, pad=int_t)
@@ -163,15 +168,6 @@ class _WindowOp(COp):
     def _out_hw(self, h, w):
         return (output_size(h, self.kh, self.stride, self.pad),
                 output_size(w, self.kw, self.stride, self.pad))
-
-    def c_support_code(self, **kwargs):
-        return _SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<string.h>"]
-
-    def c_code_cache_version(self):
-        return (6,)
 
     def __str__(self):
         return f"{type(self).__name__}{{{self.kh}x{self.kw}, stride={self.stride}, pad={self.pad}}}"

@@ -16,9 +16,8 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply
-from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous, alloc_vector
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous, alloc_vector
 
 _XENT_SUPPORT_CODE = r"""
 namespace dlmie_xent {
@@ -87,24 +86,17 @@ static npy_intp backward(const T *s, npy_intp M, npy_intp V, npy_intp sm, npy_in
 """
 
 
-class _CrossEntropyOp(COp):
+class _CrossEntropyOp(KernelOp):
     """Common parts: the C support code and the checks of scores (M, V) and targets (M,)."""
 
+    SUPPORT_CODE = _XENT_SUPPORT_CODE
+    HEADERS = ("<math.h>", "<string.h>")
+    # -ffast-math lets GCC call glibc's vector exp (libmvec) from the `omp simd` loops: 4-8
+    # exps per instruction. Nothing here relies on IEEE corner cases: scores are finite.
+    COMPILE_ARGS = ("-fopenmp-simd", "-ffast-math")
+    CACHE_VERSION = (3,)
+
     __props__ = ()
-
-    def c_support_code(self, **kwargs):
-        return _XENT_SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<math.h>", "<string.h>"]
-
-    def c_compile_args(self, **kwargs):
-        # -ffast-math lets GCC call glibc's vector exp (libmvec) from the `omp simd` loops: 4-8
-        # exps per instruction. Nothing here relies on IEEE corner cases: scores are finite.
-        return ["-fopenmp-simd", "-ffast-math"]
-
-    def c_code_cache_version(self):
-        return (3,)
 
     @staticmethod
     def _check(scores, y):

@@ -15,9 +15,8 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
 from pytensor.gradient import disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply
-from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
 
 _EMBEDDING_SUPPORT_CODE = r"""
 namespace dlmie_embedding {
@@ -47,7 +46,7 @@ static npy_intp scatter_add(const npy_int64 *words, npy_intp sw, const T *rows, 
 """
 
 
-class EmbeddingGrad(COp):
+class EmbeddingGrad(KernelOp):
     """The gradient of the rows W[words] with respect to W.
 
     Inputs:
@@ -58,6 +57,10 @@ class EmbeddingGrad(COp):
     - dw: (V, D), C-contiguous, dw[v] = the sum of rows[i] over every i with words[i] = v
     Pullback: not implemented (no second derivatives of a lookup are needed).
     """
+
+    SUPPORT_CODE = _EMBEDDING_SUPPORT_CODE
+    HEADERS = ("<string.h>",)
+    CACHE_VERSION = (2,)
 
     __props__ = ()
 
@@ -93,18 +96,6 @@ class EmbeddingGrad(COp):
 
     def connection_pattern(self, node):
         return [[False], [True], [False]]
-
-    def c_support_code(self, **kwargs):
-        return _EMBEDDING_SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<string.h>"]
-
-    def c_compile_args(self, **kwargs):
-        return ["-fopenmp-simd"]
-
-    def c_code_cache_version(self):
-        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         words, rows, num_rows = inputs

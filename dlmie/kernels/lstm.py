@@ -26,9 +26,8 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
-from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
 
 _LSTM_SUPPORT_CODE = r"""
 namespace dlmie_lstm {
@@ -96,23 +95,16 @@ def _release(names):
     return " ".join(f"Py_DECREF({n}_c);" for n in names)
 
 
-class _LSTMOp(COp):
+class _LSTMOp(KernelOp):
     """Common parts: the C support code, the checks of matrices that must agree in shape."""
 
     __props__ = ()
 
-    def c_support_code(self, **kwargs):
-        return _LSTM_SUPPORT_CODE
-
-    def c_headers(self, **kwargs):
-        return ["<math.h>"]
-
-    def c_compile_args(self, **kwargs):
-        # -ffast-math lets GCC call glibc's vector exp (libmvec) from the `omp simd` loops.
-        return ["-fopenmp-simd", "-ffast-math"]
-
-    def c_code_cache_version(self):
-        return (3,)
+    SUPPORT_CODE = _LSTM_SUPPORT_CODE
+    HEADERS = ("<math.h>",)
+    # -ffast-math lets GCC call glibc's vector exp (libmvec) from the `omp simd` loops.
+    COMPILE_ARGS = ("-fopenmp-simd", "-ffast-math")
+    CACHE_VERSION = (3,)
 
     @staticmethod
     def _matrices(*values):
