@@ -11,7 +11,7 @@ import pytensor.tensor as pt
 import pytest
 import tflite
 
-import reference
+from dlmie.benchmarks import numpy_reference as reference
 from dlmie import layers as L
 from dlmie.data import DatasetNotFoundError, dataset_path
 from dlmie.models import mobilenet_v2 as M
