@@ -6,10 +6,9 @@ import dlmie  # noqa: F401  (before pytensor: it configures PyTensor)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
+from dlmie.benchmarks import numpy_reference as reference
 from dlmie.gradcheck import check_gradients, rel_error
 from dlmie.models import convnet
-
-import reference
 
 SPEC = convnet.ConvNetSpec(conv=[(4, 3, 2, 1), (6, 3, 1, 1)], hidden=[5], num_classes=3, input_size=9,
                            global_pool=False)

@@ -7,9 +7,8 @@ import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
+from dlmie.benchmarks import numpy_reference as reference
 from dlmie.gradcheck import check_gradients, rel_error
-
-import reference
 
 GRAD_TOL = 1e-6
 rng = np.random.default_rng(231)

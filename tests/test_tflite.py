@@ -7,7 +7,7 @@ import pytensor.tensor as pt
 import pytest
 import tflite
 
-import reference
+from dlmie.benchmarks import numpy_reference as reference
 from dlmie import layers as L
 from dlmie.models import tflite as T
 from tflite_files import INPUT_SCALE, INPUT_ZERO, OP, activation, pool_options, tflite_bytes, tiny_model

@@ -6,7 +6,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-import reference
+from dlmie.benchmarks import numpy_reference as reference
 
 rng = np.random.default_rng(0)
 U8, I32 = tflite.TensorType.UINT8, tflite.TensorType.INT32

@@ -1,0 +1,388 @@
+"""The benchmark cases: each builds dlmie's side of one measurement and its references.
+
+A case returns ``(ours, references)``: ``ours`` a callable taking no arguments, ``references`` a dict
+from a reference's name to a callable taking no arguments, or to a string saying why it is skipped.
+Where a reference computes the same thing, the case first checks that both agree (within
+AGREEMENT_TOL), so that a timing never compares different computations.
+
+The models' modules are imported inside the cases that use them: listing the benchmarks, or running
+one, then loads only what that needs.
+"""
+
+import functools
+
+import numpy as np
+
+import dlmie  # noqa: F401  (configures PyTensor before it is imported)
+import pytensor
+import pytensor.tensor as pt
+from dlmie import layers as L
+from dlmie.benchmarks import numpy_reference, torch_reference
+
+TORCH_MISSING = "skipped (pip install torch)"
+AGREEMENT_TOL = 1e-4
+
+# The small conv net: conv3x3-relu-maxpool2 three times, then an affine layer to 100 classes.
+IMAGE_SHAPE = (3, 64, 64)  # Tiny-ImageNet
+CONV_CHANNELS = (32, 64, 128)
+NUM_CLASSES = 100
+
+
+def scaled_error(x, y) -> float:
+    """max |x - y| / max |y|: the error relative to the array's scale. Elementwise relative error
+    (``rel_error``) is dominated by gradient entries that cancel to ~0 in float32."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30))
+
+
+def _or_missing(reference):
+    """A torch reference, or TORCH_MISSING where torch_reference returned None (torch not installed)."""
+    return TORCH_MISSING if reference is None else reference
+
+
+# ---------------------------------------------------------------- the small conv net
+
+
+def convnet_params(seed: int = 0) -> dict:
+    """He-initialized float32 weights of the small conv net: w1..w3 (F, C, 3, 3), b1..b3 (F,), w4 (D, 100), b4 (100,)."""
+    rng = np.random.default_rng(seed)
+    params, c = {}, IMAGE_SHAPE[0]
+    for i, f in enumerate(CONV_CHANNELS, start=1):
+        params[f"w{i}"] = rng.standard_normal((f, c, 3, 3)) * np.sqrt(2 / (c * 9))
+        params[f"b{i}"] = rng.standard_normal(f) * 0.1
+        c = f
+    d = c * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
+    params["w4"] = rng.standard_normal((d, NUM_CLASSES)) * np.sqrt(2 / d)
+    params["b4"] = rng.standard_normal(NUM_CLASSES) * 0.1
+    return {k: v.astype(np.float32) for k, v in params.items()}
+
+
+def convnet_inputs(batch: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Random float32 images (batch, 3, 64, 64) and upstream scores gradient dout (batch, 100)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *IMAGE_SHAPE)).astype(np.float32)
+    dout = rng.standard_normal((batch, NUM_CLASSES)).astype(np.float32)
+    return x, dout
+
+
+def compile_convnet(params: dict):
+    """dlmie: one compiled PyTensor function (x, dout) -> (scores, dx), dx = d sum(scores * dout) / dx.
+
+    Inputs:
+    - params: from `convnet_params`
+    Returns:
+    - a function of x (N, 3, 64, 64) and dout (N, 100) float32 returning scores (N, 100) and
+      dx (N, 3, 64, 64). With dout one-hot in class k, dx is the saliency map of class k. The batch
+      size is left free, so one compiled function serves every batch size.
+    """
+    p = {k: pytensor.shared(v, name=k, shape=v.shape) for k, v in params.items()}
+    x = pt.tensor("x", dtype="float32", shape=(None, *IMAGE_SHAPE))
+    dout = pt.matrix("dout", dtype="float32")
+    h = x
+    for i in range(1, len(CONV_CHANNELS) + 1):
+        h = L.max_pool(L.relu(L.conv2d(h, p[f"w{i}"], p[f"b{i}"], stride=1, pad=1)), 2)
+    scores = L.affine(h, p["w4"], p["b4"])
+    dx = pytensor.grad(pt.sum(scores * dout), x)
+    return pytensor.function([x, dout], [scores, dx])
+
+
+@functools.cache
+def _compiled_convnet():
+    return compile_convnet(convnet_params())
+
+
+def convnet_agreement(batch: int = 2) -> dict:
+    """Scaled errors of dlmie's and torch's (scores, dx) against the NumPy reference.
+
+    Returns {"dlmie scores": err, "dlmie dx": err, "torch scores": ..., "torch dx": ...}; the
+    torch entries are missing when torch is not installed.
+    """
+    params, (x, dout) = convnet_params(), convnet_inputs(batch)
+    expected = numpy_reference.convnet(params)(x, dout)
+    implementations = {"dlmie": _compiled_convnet(), "torch": torch_reference.convnet(params)}
+    errors = {}
+    for name, run in implementations.items():
+        if run is not None:
+            for what, got, want in zip(("scores", "dx"), run(x, dout), expected):
+                errors[f"{name} {what}"] = scaled_error(got, want)
+    return errors
+
+
+def convnet_fwd_inputgrad(batch: int):
+    """Small conv net: forward scores + input gradient (what a saliency map needs).
+
+    64x64x3 -> [conv3x3-relu-maxpool2] x 3 -> affine 100, float32, the same weights in every
+    implementation; checks that dlmie, torch and NumPy agree before anything is timed.
+    References: PyTorch CPU, and NumPy im2col with a hand-written backward pass."""
+    errors = convnet_agreement()
+    bad = {k: v for k, v in errors.items() if v > AGREEMENT_TOL}
+    assert not bad, f"implementations disagree (scaled error > {AGREEMENT_TOL}): {bad}"
+    params, (x, dout) = convnet_params(), convnet_inputs(batch)
+    ours, numpy_run = _compiled_convnet(), numpy_reference.convnet(params)
+    torch_run = torch_reference.convnet(params)
+    return (
+        lambda: ours(x, dout),
+        {
+            "torch": TORCH_MISSING if torch_run is None else (lambda: torch_run(x, dout)),
+            "numpy": lambda: numpy_run(x, dout),
+        },
+    )
+
+
+def gemm(m: int, k: int, n: int):
+    """float32 GEMM (m, k) @ (k, n).
+
+    Ours: a compiled PyTensor function, so the BLAS it links (see DLMIE_BLAS). Reference: NumPy's
+    matmul, on the OpenBLAS bundled with NumPy."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    sa, sb = pt.matrix("a", dtype="float32"), pt.matrix("b", dtype="float32")
+    f = pytensor.function([sa, sb], pt.dot(sa, sb))
+    assert scaled_error(f(a, b), a @ b) < 1e-5
+    return lambda: f(a, b), {"numpy": lambda: a @ b}
+
+
+# ---------------------------------------------------------------- the Tiny-ImageNet classifier
+
+
+def _classifier_setup(batch: int):
+    """The committed Tiny-ImageNet architecture with He-initialized weights, and a random batch:
+    (spec, params, x (batch, 3, 64, 64) float32, y (batch,) int64)."""
+    from dlmie.models import convnet
+    from dlmie.models.convnet import TINY_CONVNET
+
+    params = convnet.init_params(TINY_CONVNET, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, 3, 64, 64)).astype(np.float32)
+    y = rng.integers(0, TINY_CONVNET.num_classes, batch)
+    return TINY_CONVNET, params, x, y
+
+
+def _classifier_model(spec, params, preprocessing):
+    """dlmie's classifier Network of (spec, params) with class names "0", "1", ..."""
+    from dlmie.models.classifier import convnet_classifier
+
+    names = [str(k) for k in range(spec.num_classes)]
+    return convnet_classifier("bench", spec, params, names, names, preprocessing)
+
+
+def classifier_train_step(batch: int):
+    """Tiny-ImageNet classifier (dlmie.models.convnet.TINY_CONVNET): one SGD-momentum training step.
+
+    Forward in training mode (batch statistics), cross-entropy + L2 on the weights, backward to every
+    parameter, momentum update. Reference: the same network and weights in PyTorch CPU, with
+    weight decay on the same tensors. Images/s = batch / time."""
+    from dlmie.images import Preprocessing
+    from dlmie.training.classifier import ClassifierConfig, ClassifierTrainer
+
+    spec, params, x, y = _classifier_setup(batch)
+    config = ClassifierConfig(batch_size=batch, spec=spec.to_dict())
+    trainer = ClassifierTrainer(config, params, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
+    torch_step = torch_reference.classifier_train_step(spec, params, x, y, config.lr, config.momentum,
+                                                       config.weight_decay)
+    return lambda: trainer.train_step(x, y), {"torch": _or_missing(torch_step)}
+
+
+def classifier_fwd_inputgrad(batch: int):
+    """Tiny-ImageNet classifier in inference mode: one class score and its gradient w.r.t. the input
+    (a saliency map). Checks that dlmie and torch agree first. Reference: PyTorch CPU, same weights."""
+    from dlmie.images import Preprocessing
+
+    spec, params, x, _ = _classifier_setup(batch)
+    model = _classifier_model(spec, params, Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))
+    ours = model.gradient_function(lambda scores, activations: scores[:, 7].sum())
+    torch_run = torch_reference.classifier_score_gradient(spec, params, 7, x)
+    if torch_run is None:
+        return lambda: ours(x), {"torch": TORCH_MISSING}
+    value, grad = ours(x)
+    ref_value, ref_grad = torch_run()
+    assert scaled_error(grad, ref_grad) < AGREEMENT_TOL, "dlmie and torch input gradients disagree"
+    assert abs(value - ref_value) <= AGREEMENT_TOL * max(1.0, abs(ref_value)), "dlmie and torch class scores disagree"
+    return lambda: ours(x), {"torch": torch_run}
+
+
+# One class-visualization step's regularizers (Yosinski et al. 2015, all of them, blurring every step).
+CLASSVIS_REGULARIZERS = {"decay": 0.01, "blur_sigma": 0.5, "norm_percentile": 10, "contribution_percentile": 10,
+                         "jitter": 4}
+
+
+def classvis_step(batch: int):
+    """Class visualization: one regularized ascent step on a class score of the Tiny-ImageNet classifier.
+
+    One step of dlmie.vis.ascent.ascend on TINY_CONVNET (He-initialized): jitter, forward, gradient of
+    one class score w.r.t. the image, normalized update, then L2 decay, blur, clipping of small-norm
+    and small-contribution pixels and of the pixel range. Reference: the same step in PyTorch CPU
+    (network and regularizers in torch), same weights; checks that both steps agree first."""
+    from dlmie.images import Preprocessing, random_shift
+    from dlmie.vis.ascent import ascend
+    from dlmie.vis.objectives import class_score
+    from dlmie.vis.transforms import yosinski
+
+    spec, params, x, _ = _classifier_setup(batch)
+    preprocessing = Preprocessing(mean=(0.48, 0.45, 0.39), std=(0.28, 0.27, 0.28))
+    model = _classifier_model(spec, params, preprocessing)
+    x = preprocessing.clip(x)
+    objective, lr = class_score(7), 0.05
+
+    def ours(seed=0):
+        transforms = yosinski(preprocessing, blur_every=1, seed=seed, **CLASSVIS_REGULARIZERS)
+        return ascend(model, objective, x, 1, lr, transforms, progress=False).x
+
+    torch_step = torch_reference.classvis_step(spec, params, 7, lr, *preprocessing.valid_range(),
+                                               CLASSVIS_REGULARIZERS)
+    if torch_step is None:
+        return ours, {"torch": TORCH_MISSING}
+    shift = random_shift(CLASSVIS_REGULARIZERS["jitter"], np.random.default_rng(0))  # the shift of ours(seed=0)
+    assert scaled_error(ours(), torch_step(x, shift)) < AGREEMENT_TOL, "dlmie and torch class-visualization steps disagree"
+    return ours, {"torch": lambda: torch_step(x, shift)}
+
+
+# ---------------------------------------------------------------- feature extractors
+
+
+def vgg16_features(batch: int):
+    """VGG-16 conv5_3 features (the 14 x 14 x 512 grid captioning attends over), 224 x 224 input, forward only.
+
+    He-initialized weights in the real file's shapes (the timing does not depend on their values).
+    Reference: the same 13 convolutions, ReLUs and max pools in PyTorch CPU, same weights.
+    Images/s = batch / time."""
+    from dlmie.models import vgg16
+
+    rng = np.random.default_rng(0)
+    params = {}
+    for name, _, c_in, c_out in vgg16.conv_layers():
+        params[f"{name}.W"] = (rng.standard_normal((c_out, c_in, 3, 3)) * np.sqrt(2 / (9 * c_in))).astype(np.float32)
+        params[f"{name}.b"] = np.zeros(c_out, np.float32)
+    images = pt.tensor4("images")
+    _, activations = vgg16.forward(L.shared_params(params), images)
+    ours = pytensor.function([images], activations["conv5_3"])
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    torch_run = torch_reference.vgg16_features(params, vgg16.BLOCKS)
+    if torch_run is None:
+        return lambda: ours(x), {"torch": TORCH_MISSING}
+    assert scaled_error(ours(x), torch_run(x)) < AGREEMENT_TOL, "dlmie and torch VGG-16 features disagree"
+    return lambda: ours(x), {"torch": lambda: torch_run(x)}
+
+
+def mobilenet_v2_features(batch: int):
+    """MobileNetV2 1.0/224 pooled features (N, 1280), forward only, from uint8 images (preprocessing included).
+
+    The real TFLite file's dequantized weights (./get_datasets.sh mobilenet-v2), random images.
+    Reference: the same graph and arrays in PyTorch CPU; checks that both agree first."""
+    from dlmie.data import dataset_path
+    from dlmie.models import mobilenet_v2
+    from dlmie.models.tflite import read_tflite
+
+    net = mobilenet_v2.load()
+    graph = read_tflite(dataset_path("mobilenet-v2") / mobilenet_v2.MODEL_FILE)
+    names, layers = mobilenet_v2.mobilenet_v2_names(graph)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3)).astype(np.uint8)
+
+    def ours():
+        return net.features(images, "pool", batch_size=batch)
+
+    params = {k: v.get_value() for k, v in net.params.items()}
+    torch_run = torch_reference.tflite_graph(graph, params, names, layers["pool"])
+    if torch_run is None:
+        return ours, {"torch": TORCH_MISSING}
+    err = scaled_error(ours(), torch_run(net.preprocessing(images)))
+    assert err < AGREEMENT_TOL, f"dlmie and torch MobileNetV2 features disagree (scaled error {err:.1e})"
+    return ours, {"torch": lambda: torch_run(net.preprocessing(images))}
+
+
+# ---------------------------------------------------------------- captioning
+
+# Show and Tell at the size the issue asks for: vocabulary 2,000, embedding 512, hidden 512, 17 steps.
+CAPTION_SIZE = {"vocab_size": 2000, "feature_dim": 1280, "embed_dim": 512, "hidden_dim": 512, "steps": 17}
+
+
+def _caption_setup(batch: int):
+    """Show and Tell at CAPTION_SIZE with initial weights, and a random batch: (module, spec, params,
+    features (batch, 1280) float32, captions (batch, 18) int64 starting with <START>, ending in padding)."""
+    from dlmie.models import show_and_tell
+
+    size = CAPTION_SIZE
+    spec = show_and_tell.Spec(size["vocab_size"], size["feature_dim"], size["embed_dim"], size["hidden_dim"], dropout=0.0)
+    params = show_and_tell.init_params(spec, seed=0)
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((batch, size["feature_dim"])).astype(np.float32)
+    captions = rng.integers(4, size["vocab_size"], (batch, size["steps"] + 1))
+    captions[:, 0] = 1
+    captions[:, -3:] = 0  # some padding, masked out of the loss
+    return show_and_tell, spec, params, features, captions
+
+
+def caption_train_step(batch: int):
+    """Show and Tell training step (vocabulary 2,000, embedding 512, hidden 512, T=17): forward,
+    backward through the LSTM, global-norm clipping, Adam. Reference: the same model and weights
+    in PyTorch CPU (nn.LSTM). Captions/s = batch / time."""
+    from dlmie.training.captioner import CaptionerConfig, CaptionerTrainer
+
+    module, spec, params, features, captions = _caption_setup(batch)
+    config = CaptionerConfig(dropout=0.0, embed_dim=spec.embed_dim, hidden_dim=spec.hidden_dim)
+    trainer = CaptionerTrainer(config, spec, params)
+    ours = lambda: trainer.train_step(features, captions)  # noqa: E731
+    torch_model = torch_reference.show_and_tell_train_step(params, features, captions, config.lr, config.clip)
+    if torch_model is None:
+        return ours, {"torch": TORCH_MISSING}
+    torch_loss, torch_step = torch_model
+    value, reference = float(trainer.val_loss(features, captions)), torch_loss()
+    assert abs(value - reference) <= AGREEMENT_TOL * abs(reference), "dlmie and torch captioning losses disagree"
+    return ours, {"torch": torch_step}
+
+
+def caption_beam_search(batch: int, beam_size: int = 3):
+    """Show and Tell beam search (beam 3, 17 words) for a batch of images: the same NumPy search
+    loop around our compiled step function and around PyTorch's (same weights)."""
+    from dlmie.captioning.decode import Decoder
+
+    module, spec, params, features, _ = _caption_setup(batch)
+    ours = Decoder.compile(module, spec, L.shared_params(params))
+    run = lambda decoder: decoder.beam_search(features, beam_size=beam_size, max_length=CAPTION_SIZE["steps"])  # noqa: E731
+    torch_functions = torch_reference.show_and_tell_decoder(params)
+    if torch_functions is None:
+        return lambda: run(ours), {"torch": TORCH_MISSING}
+    reference = Decoder(*torch_functions)
+    ours_words, torch_words = run(ours).words, run(reference).words
+    agree = np.mean([a == b for a, b in zip(ours_words, torch_words)])
+    assert agree >= 0.9, f"dlmie and torch beam search agree on only {agree:.0%} of captions"
+    return lambda: run(ours), {"torch": lambda: run(reference)}
+
+
+# Show-Attend-Tell at the size the issue asks for: MobileNetV2's 7 x 7 x 1280 grid (L = 49 regions),
+# vocabulary 2,500, embedding 256, hidden 512, attention MLP 128, 17 steps.
+SAT_SIZE = {"vocab_size": 2500, "regions": 49, "feature_dim": 1280, "embed_dim": 256, "hidden_dim": 512,
+            "attention_dim": 128, "steps": 17}
+
+
+def sat_train_step(batch: int, size: dict = SAT_SIZE):
+    """Show-Attend-Tell training step (MobileNetV2 grid 49 x 1280, vocabulary 2,500, embedding 256,
+    hidden 512, attention 128, T=17): forward, backward through the attention LSTM, global-norm
+    clipping, Adam. Reference: the same model and weights in PyTorch CPU (a loop over time).
+    Checks that the first step's loss and gradient norm agree. Captions/s = batch / time.
+
+    `size` has SAT_SIZE's keys (the tests pass a tiny one); returns (ours, {"torch": step}), each
+    step returning (loss, gradient norm before clipping)."""
+    from dlmie.models import show_attend_tell
+    from dlmie.training.captioner import CaptionerConfig, CaptionerTrainer
+
+    spec = show_attend_tell.Spec(size["vocab_size"], size["feature_dim"], size["embed_dim"], size["hidden_dim"],
+                                 dropout=0.0, attention_dim=size["attention_dim"])
+    params = show_attend_tell.init_params(spec, seed=0)
+    rng = np.random.default_rng(1)
+    features = rng.random((batch, size["regions"], size["feature_dim"]), np.float32)  # non-negative, as after ReLU6
+    captions = rng.integers(4, size["vocab_size"], (batch, size["steps"] + 1))
+    captions[:, 0] = 1
+    captions[:, -3:] = 0  # some padding, masked out of the loss
+    config = CaptionerConfig(model=show_attend_tell.KIND, dropout=0.0, embed_dim=spec.embed_dim,
+                             hidden_dim=spec.hidden_dim)
+    trainer = CaptionerTrainer(config, spec, params)
+    ours = lambda: trainer.train_step(features, captions)  # noqa: E731
+    torch_step = torch_reference.show_attend_tell_train_step(spec, params, features, captions, config.lr, config.clip)
+    if torch_step is None:
+        return ours, {"torch": TORCH_MISSING}
+    # At SAT_SIZE torch's float32 gradient norm is 4e-5 (relative) from the float64 value, ours 1e-7.
+    for what, value, reference in zip(("losses", "gradient norms"), ours(), torch_step()):
+        assert abs(float(value) - reference) <= AGREEMENT_TOL * abs(reference), f"dlmie and torch SAT {what} disagree"
+    return ours, {"torch": torch_step}
