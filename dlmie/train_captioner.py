@@ -37,19 +37,20 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, help="a Flickr8k folder (default: datasets/flickr8k)")
     parser.add_argument("--features", type=Path, help="an extract_features .h5 of the folder's images "
                                                       "(default: build/features/flickr8k_ENCODER_LAYER.h5, made if absent)")
-    parser.add_argument("--epochs", type=int, default=CaptionerConfig.epochs)
+    parser.add_argument("--epochs", type=int, help=f"length of the run (default {CaptionerConfig.epochs}; "
+                                                   "with --resume, changes the run's length)")
     parser.add_argument("--batch-size", type=int, default=CaptionerConfig.batch_size)
     parser.add_argument("--lr", type=float, default=CaptionerConfig.lr)
     parser.add_argument("--max-minutes", type=float, help="checkpoint and stop after this long")
     args = parser.parse_args(argv)
     if args.resume and args.init:
         parser.error("--resume continues OUT/last.npz; --init starts a new run: pass one of them")
-    config = CaptionerConfig(model=args.model, encoder=args.encoder, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr)
+    config = CaptionerConfig(model=args.model, encoder=args.encoder, epochs=args.epochs or CaptionerConfig.epochs,
+                             batch_size=args.batch_size, lr=args.lr)
     try:
         data_root = args.data or dataset_path("flickr8k")
         train(args.out or Path("runs") / args.model, config, args.resume, data_root, args.max_minutes, args.features,
-              init=args.init)
+              init=args.init, epochs=args.epochs if args.resume else None)
         return 0
     except USER_ERRORS as err:
         return report(err)

@@ -6,10 +6,11 @@ import pytest
 from PIL import Image
 
 from dlmie import checkpoint, classify, eval_classifier
+from dlmie.benchmarks import numpy_reference as reference
 from dlmie.images import Preprocessing
 from dlmie.models import classifier, convnet
 
-from test_convnet import numpy_forward, random_params
+from test_convnet import random_params
 from test_tiny_imagenet import make_fake_tiny_imagenet
 
 SMALL = convnet.ConvNetSpec(conv=[(4, 3, 4, 1), (6, 3, 2, 1)], num_classes=2, input_size=64)
@@ -29,7 +30,7 @@ def test_model_file_scores_match_numpy(model_file):
     path, params = model_file
     model = classifier.load_classifier(str(path))
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    expected = numpy_forward(SMALL, params, PRE(images).astype(np.float64))
+    expected = reference.convnet_spec_forward(SMALL, params, PRE(images).astype(np.float64))
     assert np.allclose(model.class_scores(PRE(images)), expected, atol=1e-4)
     probs = model.probabilities(images)
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-6)
@@ -80,7 +81,7 @@ def test_cs231n_h5_layout(tmp_path):
     wnids, names = [f"n{i:02d}" for i in range(100)], [f"class {i}" for i in range(100)]
     model = classifier.load_cs231n_h5(tmp_path / "pretrained_model.h5", wnids, names)
     x = np.random.default_rng(4).standard_normal((2, 3, 64, 64))
-    expected = numpy_forward(spec, params, x)
+    expected = reference.convnet_spec_forward(spec, params, x)
     assert np.allclose(model.class_scores(x), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     with h5py.File(tmp_path / "broken.h5", "w") as f:
         f["W1"] = np.zeros((64, 3, 5, 5))
@@ -109,7 +110,7 @@ def test_eval_classifier_command(model_file, tmp_path, capsys):
     from dlmie.data.tiny_imagenet import load_split
 
     val = load_split(root, "val", cache=False)
-    expected = np.argmax(numpy_forward(SMALL, params, PRE(val.images).astype(np.float64)), axis=1)
+    expected = np.argmax(reference.convnet_spec_forward(SMALL, params, PRE(val.images).astype(np.float64)), axis=1)
     top1 = np.mean(expected == val.labels)
     assert last == f"top1={top1:.3f} top5=1.000 n=8"
 

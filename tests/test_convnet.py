@@ -25,21 +25,6 @@ def random_params(spec, seed=0):
     return params
 
 
-def numpy_forward(spec, p, x):
-    def bn(h, prefix, shape):
-        return (p[f"{prefix}.gamma"].reshape(shape) * (h - p[f"{prefix}.running_mean"].reshape(shape))
-                / np.sqrt(p[f"{prefix}.running_var"].reshape(shape) + 1e-5) + p[f"{prefix}.beta"].reshape(shape))
-
-    h = x
-    for i, (_, _, stride, pad) in enumerate(spec.conv, start=1):
-        h = reference.conv2d(h, p[f"conv{i}.W"], p[f"conv{i}.b"], stride, pad)
-        h = np.maximum(bn(h, f"conv{i}", (1, -1, 1, 1)), 0)
-    h = h.mean(axis=(2, 3)) if spec.global_pool else h.reshape(len(x), -1)
-    for j in range(1, len(spec.hidden) + 1):
-        h = np.maximum(bn(h @ p[f"fc{j}.W"] + p[f"fc{j}.b"], f"fc{j}", (1, -1)), 0)
-    return h @ p["scores.W"] + p["scores.b"]
-
-
 def test_spec_shapes_and_names():
     assert SPEC.conv_grid() == 5
     assert SPEC.layer_names() == ["conv1", "conv2", "fc1", "scores"]
@@ -57,7 +42,7 @@ def test_inference_forward_matches_numpy():
         scores, activations, updates = convnet.forward(spec, L.shared_params(params), xv, train=False)
         assert updates == [] and list(activations) == spec.layer_names()
         ours = pytensor.function([xv], scores)(x)
-        assert rel_error(ours, numpy_forward(spec, params, x)) < 1e-9
+        assert rel_error(ours, reference.convnet_spec_forward(spec, params, x)) < 1e-9
 
 
 def test_training_loss_gradient():

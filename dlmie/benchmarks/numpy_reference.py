@@ -151,6 +151,29 @@ def tf_conv2d(x, w, b, stride, padding, depthwise=False):
 # ---------------------------------------------------------------- the benchmark conv net, by im2col
 
 
+def convnet_spec_forward(spec, p, x):
+    """Inference-mode scores of a dlmie.models.convnet network (batch norm with stored statistics).
+
+    Inputs:
+    - spec: a ConvNetSpec; p: name -> float64 array (convnet.init_params' names)
+    - x: (N, 3, S, S) preprocessed images
+    Returns:
+    - (N, num_classes) scores
+    """
+    def bn(h, prefix, shape):
+        return (p[f"{prefix}.gamma"].reshape(shape) * (h - p[f"{prefix}.running_mean"].reshape(shape))
+                / np.sqrt(p[f"{prefix}.running_var"].reshape(shape) + 1e-5) + p[f"{prefix}.beta"].reshape(shape))
+
+    h = x
+    for i, (_, _, stride, pad) in enumerate(spec.conv, start=1):
+        h = conv2d(h, p[f"conv{i}.W"], p[f"conv{i}.b"], stride, pad)
+        h = np.maximum(bn(h, f"conv{i}", (1, -1, 1, 1)), 0)
+    h = h.mean(axis=(2, 3)) if spec.global_pool else h.reshape(len(x), -1)
+    for j in range(1, len(spec.hidden) + 1):
+        h = np.maximum(bn(h @ p[f"fc{j}.W"] + p[f"fc{j}.b"], f"fc{j}", (1, -1)), 0)
+    return h @ p["scores.W"] + p["scores.b"]
+
+
 def conv3x3_forward(x, w, b):
     """3x3 convolution, stride 1, pad 1, by im2col and one matmul.
 

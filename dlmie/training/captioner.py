@@ -190,9 +190,11 @@ class CaptionerTask:
 
 
 def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
-          max_minutes: float | None = None, features_path: Path | None = None, init: Path | None = None):
+          max_minutes: float | None = None, features_path: Path | None = None, init: Path | None = None,
+          epochs: int | None = None):
     """Train (or continue) a captioner in out_dir; see the module docstring.
 
+    epochs: with resume, a new length for the run (else the checkpoint's configuration decides).
     init: a captioner checkpoint (best.npz, or a committed model) whose weights and vocabulary start
     a new run instead of random ones, e.g. to continue training from committed weights (Adam's
     moments start at zero); its architecture replaces config's model sizes.
@@ -202,6 +204,9 @@ def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
     if resume:
         arrays, meta = run.load_last()
         config = CaptionerConfig(**meta["config"])
+        if epochs is not None and epochs != config.epochs:
+            print(f"the run's length changes from {config.epochs} to {epochs} epochs")
+            config.epochs = epochs
     else:
         run.check_fresh()
         if init is not None:
