@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_part
+from dlmie.data import data_root
 
 GRADED_DIR = "tests/graded"
 HANDOUT_TOP = "dlmie-student"  # the handout zip's single top folder
@@ -357,9 +358,9 @@ def run_graded(root: Path = ROOT, part: str | None = None, timeout: float | None
     root = Path(root).resolve()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # Third-party pytest plugins (nbval, ...) are not needed by graded tests and take seconds to load.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     # A handout copy has no datasets/ of its own: it reads the grader's.
-    from dlmie.data import data_root
-
     env.setdefault("DLMIE_DATA", str(data_root()))
     with tempfile.TemporaryDirectory(prefix="dlmie-grade-") as tmp:
         results = Path(tmp) / "results.jsonl"

@@ -3,6 +3,7 @@ add_one: 3 points): the per-part table, packing a submission, and a class of bro
 
 import csv
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_a_parametrized_test_earns_only_when_every_run_passes(toy, tmp_path):
 def test_pack(toy, tmp_path):
     _, _, student = toy
     copy = tmp_path / "student"
-    grading.shutil.copytree(student, copy)
+    shutil.copytree(student, copy)
     (copy / "dlmie/counter.py").write_text(COUNTER)
     (copy / "notebooks/02_more.ipynb").write_text(toy_assignment.notebook("print(1)"))
     out, members, notes = grading.pack_submission(copy)

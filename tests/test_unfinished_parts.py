@@ -12,9 +12,14 @@ STUB = assignment.stub_message("lstm_step_forward", "dlmie.rnn.lstm_step_forward
 
 
 @pytest.fixture
-def shell():
+def shell(tmp_path, monkeypatch):
     interactiveshell = pytest.importorskip("IPython.core.interactiveshell")
-    shell = interactiveshell.InteractiveShell.instance()
+    from traitlets.config import Config
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # no profile or history in the home folder
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = interactiveshell.InteractiveShell.instance(config=config)
     assert assignment.install(shell)
     yield shell
     interactiveshell.InteractiveShell.clear_instance()

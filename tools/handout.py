@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import string
 import subprocess
 import sys
@@ -327,14 +326,15 @@ def echoes(contents: dict[str, bytes], regions: list[Region], min_length: int = 
     Not an error: a kernel or helper may compute the same thing on purpose. The teacher decides per
     case whether that file gives the answer away (and then excludes or reworks it).
     """
+    python = {path: data.decode("utf-8", errors="replace") for path, data in contents.items() if path.endswith(".py")}
     notes = []
     for region in regions:
         for offset, line in enumerate(region.solution, region.begin + 1):
             code = line.strip()
             if len(code) < min_length or code.startswith("#"):
                 continue
-            for path, data in contents.items():
-                if path.endswith(".py") and path != region.file and code in data.decode("utf-8", errors="replace"):
+            for path, text in python.items():
+                if path != region.file and code in text:
                     notes.append(f"{region.file}:{offset} ({region.part}) also appears in {path}: {code}")
     return notes
 
