@@ -2,6 +2,10 @@
 #   make notebooks   set up, fetch the data sets, execute every notebook into build/ (ipynb + HTML)
 #   make test        set up, fetch the data sets, run the unit tests and nbval over the notebooks
 #   make bench       benchmark rows against PyTorch CPU and NumPy (python -m dlmie.bench)
+#   make grade       the graded tests: points per part, last line "score: X/Y" (PART=NAME: one part)
+#   make submit      student side: build/submission.zip with the files holding parts and the notebooks
+#   make student     teacher side: the student handout build/dlmie-student.zip (tools/handout.py)
+#   make fixtures    teacher side: the graded tests' expected values (tests/graded/make_fixtures.py)
 # Variables: PYTHON (the interpreter that creates .venv), DLMIE_MIRROR (see get_datasets.sh).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -13,7 +17,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,build/%.html,$(NOTEBOOKS))
 TEST_COMMAND := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: setup data notebooks test bench clean
+.PHONY: setup data notebooks test bench grade submit student fixtures clean
 
 setup: $(INSTALLED)
 
@@ -48,6 +52,21 @@ test: data
 
 bench: setup
 	$(PY) -m dlmie.bench
+
+grade: setup
+	$(PY) -m dlmie.grade $(if $(PART),--part $(PART))
+
+submit: setup
+	$(PY) -m dlmie.grade --pack
+
+# The two teacher targets need the solution repository; the handout leaves their scripts out.
+student: setup
+	@test -f tools/handout.py || { echo "make student runs in the solution repository (tools/handout.py)"; exit 1; }
+	$(PY) tools/handout.py --out build/dlmie-student.zip
+
+fixtures: setup
+	@test -f tests/graded/make_fixtures.py || { echo "make fixtures runs in the solution repository (tests/graded/make_fixtures.py)"; exit 1; }
+	$(PY) tests/graded/make_fixtures.py
 
 clean:
 	rm -rf build

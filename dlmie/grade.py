@@ -1,0 +1,95 @@
+"""Run the graded tests and print points per part; pack a submission; grade a class's submissions.
+
+    python -m dlmie.grade [--part NAME]                  one row per part, last line "score: X/Y"
+    python -m dlmie.grade --pack [--out ZIP]             the student's build/submission.zip (make submit)
+    python -m dlmie.grade --submissions DIR [--handout ZIP] [--out CSV] [--timeout S] [--test-timeout S]
+
+Grading submissions runs every student's code with your permissions: it is NOT a sandbox. Run it
+as a user that can lose nothing (a container, a throwaway account). See docs/teaching.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlmie.assignment import ROOT
+from dlmie.grading import (
+    format_scores,
+    grade_submissions,
+    graded_tests,
+    pack_submission,
+    part_order,
+    run_graded,
+    score,
+)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dlmie.grade",
+        description=__doc__.split("\n")[0],
+        epilog="--submissions runs the students' code with your permissions: it is not a sandbox. "
+        "Run it in a container or as a throwaway user.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--part", metavar="NAME", help="run only this part's tests (with their tracebacks)")
+    mode.add_argument("--pack", action="store_true", help="zip the files holding parts and the notebooks (make submit)")
+    mode.add_argument("--submissions", type=Path, metavar="DIR", help="grade every <student>.zip in DIR into a CSV gradebook")
+    parser.add_argument("--handout", type=Path, default=Path("build/dlmie-student.zip"),
+                        help="with --submissions: the handout to grade against (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="--pack: the zip (default: build/submission.zip); "
+                        "--submissions: the gradebook (default: gradebook.csv)")
+    parser.add_argument("--timeout", type=float, default=600, metavar="S",
+                        help="with --submissions: wall-clock limit of one submission's run (default: %(default)g)")
+    parser.add_argument("--test-timeout", type=float, default=60, metavar="S",
+                        help="with --submissions: limit of each test and test module import (default: %(default)g)")
+    args = parser.parse_args(argv)
+
+    if args.pack:
+        try:
+            out, members, notes = pack_submission(ROOT, args.out)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {out} ({len(members)} files): hand it in as your teacher asks")
+        for note in notes:
+            print(f"note: {note}")
+        return 0
+
+    if args.submissions is not None:
+        if not args.submissions.is_dir():
+            print(f"error: {args.submissions} is not a folder", file=sys.stderr)
+            return 2
+        out = args.out or Path("gradebook.csv")
+        try:
+            grades = grade_submissions(args.submissions, args.handout, out, args.timeout, args.test_timeout)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {out} ({len(grades)} submissions; logs in {out.with_name(out.stem + '_logs')})")
+        return 0
+
+    try:
+        tests = graded_tests(ROOT)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    parts = part_order(tests)
+    if not parts:
+        print(f"error: no graded tests in {ROOT}/tests/graded", file=sys.stderr)
+        return 2
+    if args.part is not None and args.part not in parts:
+        print(f"error: unknown part {args.part!r}; the parts are: {', '.join(parts)}", file=sys.stderr)
+        return 2
+    run = run_graded(ROOT, part=args.part)
+    print()
+    if run.returncode not in (0, 1):
+        print(f"warning: the test run ended with exit status {run.returncode}; parts not run earn nothing")
+    print(format_scores(score(tests, run, part=args.part)))
+    return 0 if run.returncode in (0, 1) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,778 @@
+"""Graded tests: points per part, one student's score, a student's submission zip, a class's gradebook.
+
+The graded tests live in ``tests/graded/test_*.py``. Every test function carries
+``@pytest.mark.graded(part="<part>", points=N)``; a test module may name its notebook with a
+module-level ``NOTEBOOK = "05_lstm_and_scan"``. A part's possible points are the sum over its tests,
+read from the source with ``ast`` (so a module that no longer imports still counts what it could
+earn); it earns a test's points when every run of that test (each parametrization) passes.
+
+The tests run through pytest in a child process with this module as a plugin (``-p dlmie.grading``):
+it writes one JSON line per collected test and per result as they happen, so a run stopped at its
+time limit still counts what finished. In the child, each test's setup and call and each test
+module's import get a time limit (SIGALRM) when one is given.
+
+Grading submissions runs each student's code with the teacher's permissions: it is not a sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_part
+from dlmie.data import data_root
+
+GRADED_DIR = "tests/graded"
+HANDOUT_TOP = "dlmie-student"  # the handout zip's single top folder
+NOTEBOOKS = "notebooks"
+OUTPUT_TAIL = 8192  # bytes of a grading run's output kept for its log
+OUTPUT_NOTED = 1 << 20  # a run printing more than this gets an "output" issue in the gradebook
+MEMBER_LIMIT = 20 << 20  # largest file accepted from a submission (an executed notebook with figures fits)
+SUBMISSION_LIMIT = 100 << 20  # largest total of the files taken from one submission
+# Files that archivers and editors add on their own; dropped without a word.
+JUNK = re.compile(r"(^|/)(__MACOSX|__pycache__|\.ipynb_checkpoints)/|(^|/)\.DS_Store$|\.pyc$")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Write a file all at once: yields a temporary path beside `path`, renamed onto it on success.
+
+    Inputs:
+    - path: the destination; its folder is created
+    Yields:
+    - the temporary path (".part" suffix) to write; removed if the block raises
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        yield part
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The graded tests, read from their source
+
+
+@dataclass(frozen=True)
+class GradedTest:
+    """One graded test function.
+
+    - key: "tests/graded/test_rnn.py::test_step" (pytest's node id without parameters)
+    - part, points: from its graded marker
+    - line: line of the def
+    - notebook: the module's NOTEBOOK constant, or ""
+    """
+
+    key: str
+    part: str
+    points: int
+    line: int
+    notebook: str
+
+
+def graded_tests(root: Path = ROOT) -> list[GradedTest]:
+    """Every graded test under root/tests/graded, in file and line order.
+
+    Inputs:
+    - root: the repository or handout
+    Returns:
+    - list of GradedTest (empty when root has no tests/graded)
+    Raises:
+    - ValueError listing each problem as "file:line: what is wrong": a module that does not parse,
+      a test function without a graded marker, a marker without literal part and points >= 1
+    """
+    root = Path(root)
+    tests, errors = [], []
+    for path in sorted((root / GRADED_DIR).rglob("test_*.py")):
+        rel = path.relative_to(root).as_posix()
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+        except SyntaxError as err:
+            errors.append(f"{rel}:{err.lineno}: does not parse: {err.msg}")
+            continue
+        notebook = _module_constant(tree, "NOTEBOOK")
+        for node, qualname in _test_functions(tree):
+            markers = [d for d in node.decorator_list if _is_graded_marker(d)]
+            where = f"{rel}:{node.lineno}: {qualname}"
+            if len(markers) != 1:
+                errors.append(f"{where} needs exactly one @pytest.mark.graded(part=..., points=...)")
+                continue
+            try:
+                kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in markers[0].keywords}
+            except ValueError:
+                kwargs = {}
+            part, points = kwargs.get("part"), kwargs.get("points")
+            if not isinstance(part, str) or not part.isidentifier() or type(points) is not int or points < 1:
+                errors.append(f"{where}: the graded marker needs part=\"<function name>\" and points=<int >= 1> as literals")
+                continue
+            tests.append(GradedTest(f"{rel}::{qualname.replace('.', '::')}", part, points, node.lineno, notebook))
+    if errors:
+        raise ValueError("graded tests:\n  " + "\n  ".join(errors))
+    return tests
+
+
+def part_order(tests: list[GradedTest]) -> list[str]:
+    """Part names in notebook order (parts without a notebook last), then in order of their first test."""
+    first: dict[str, tuple] = {}
+    for index, test in enumerate(tests):
+        first.setdefault(test.part, (test.notebook == "", test.notebook, index))
+    return sorted(first, key=first.__getitem__)
+
+
+def _module_constant(tree: ast.Module, name: str) -> str:
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return ""
+
+
+def _test_functions(tree: ast.Module):
+    """(node, qualname) of the functions pytest collects: test* at module level and in Test* classes."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            yield node, node.name
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith("test"):
+                    yield item, f"{node.name}.{item.name}"
+
+
+def _is_graded_marker(decorator: ast.expr) -> bool:
+    return (
+        isinstance(decorator, ast.Call)
+        and isinstance(decorator.func, ast.Attribute)
+        and decorator.func.attr == "graded"
+        and isinstance(decorator.func.value, ast.Attribute)
+        and decorator.func.value.attr == "mark"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The pytest plugin (in the child process)
+
+
+class TimeLimitExceeded(BaseException):
+    """A graded test or test module ran over its time limit (a BaseException, so that student code
+    catching Exception does not swallow it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, what: str):
+    if not seconds or not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimitExceeded(f"{what} ran over the time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _error_line(report) -> tuple[str, str]:
+    """(exception type name, one line) of a failed report."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        text = crash.message
+    else:
+        lines = [ln for ln in report.longreprtext.splitlines() if ln.strip()]
+        errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+        text = errors[-1] if errors else (lines[-1] if lines else "")
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    match = re.match(r"([\w.]+): ", line)
+    return (match[1].rsplit(".", 1)[-1] if match else ""), line[:300]
+
+
+class _Recorder:
+    """Writes one JSON line per collected test, per test result and per collection error."""
+
+    def __init__(self, results: str, part: str | None, test_timeout: float | None):
+        self.file = open(results, "a", encoding="utf-8")
+        self.part = part
+        self.test_timeout = test_timeout
+
+    def _write(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def pytest_collection_modifyitems(self, config, items) -> None:
+        keep, drop = [], []
+        for item in items:
+            marker = item.get_closest_marker("graded")
+            part = marker.kwargs.get("part") if marker else None
+            (keep if self.part is None or part == self.part else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+        for item in keep:
+            key = re.sub(r"\[.*\]$", "", item.nodeid)
+            self._write(event="collected", nodeid=item.nodeid, key=key)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector):
+        with _time_limit(self.test_timeout, f"importing {collector.nodeid}"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item):
+        with _time_limit(self.test_timeout, f"{item.name} (setup)"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):
+        with _time_limit(self.test_timeout, item.name):
+            return (yield)
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:
+            kind, line = _error_line(report)
+            self._write(event="collect_error", where=report.nodeid, type=kind, error=line)
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.failed or report.skipped or report.when == "call":
+            kind, line = _error_line(report) if report.failed else ("", "")
+            self._write(event="result", nodeid=report.nodeid, outcome=report.outcome, type=kind, error=line)
+
+    def pytest_unconfigure(self, config) -> None:
+        self.file.close()
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("dlmie-grading", "graded tests (python -m dlmie.grade)")
+    group.addoption("--grade-results", metavar="FILE", help="append JSON lines of collected tests and results to FILE")
+    group.addoption("--grade-part", metavar="NAME", help="run only the graded tests of this part")
+    group.addoption("--grade-test-timeout", type=float, metavar="S", help="time limit of each test and test module import")
+
+
+def pytest_configure(config) -> None:
+    results = config.getoption("grade_results")
+    if results:
+        recorder = _Recorder(results, config.getoption("grade_part"), config.getoption("grade_test_timeout"))
+        config.pluginmanager.register(recorder, "dlmie-grading-recorder")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the graded tests and scoring them
+
+
+@dataclass
+class GradeRun:
+    """What one run of the graded tests left behind.
+
+    - keys: node id -> test key (see GradedTest) of every test that was collected and selected
+    - outcomes: node id -> "passed", "failed" or "skipped" (the worst over setup, call, teardown)
+    - errors: node id -> (exception type name, line) of its first failure
+    - collect_errors: (where, exception type name, line) per module that failed to import
+    - returncode: pytest's exit status (None when stopped at the time limit)
+    - timed_out: stopped at the run's time limit
+    - output_bytes, output_tail: how much the run printed, and its last OUTPUT_TAIL bytes
+    """
+
+    keys: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    collect_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    returncode: int | None = None
+    timed_out: bool = False
+    output_bytes: int = 0
+    output_tail: str = ""
+
+    def add(self, record: dict) -> None:
+        event, nodeid = record.get("event"), record.get("nodeid", "")
+        if event == "collected":
+            self.keys[nodeid] = record["key"]
+        elif event == "collect_error":
+            self.collect_errors.append((record["where"], record["type"], record["error"]))
+        elif event == "result":
+            rank = {"passed": 0, "skipped": 1, "failed": 2}
+            if rank[record["outcome"]] >= rank[self.outcomes.get(nodeid, "passed")]:
+                self.outcomes[nodeid] = record["outcome"]
+            if record["outcome"] == "failed":
+                self.errors.setdefault(nodeid, (record["type"], record["error"]))
+
+    def passed(self, key: str) -> bool:
+        """Whether every selected run of the test `key` passed (False if none was collected)."""
+        nodeids = [n for n, k in self.keys.items() if k == key]
+        return bool(nodeids) and all(self.outcomes.get(n) == "passed" for n in nodeids)
+
+    def failure(self, key: str) -> str:
+        """Why the test `key` earned nothing, in one line."""
+        nodeids = [n for n, k in self.keys.items() if k == key]
+        if not nodeids:
+            module = key.split("::")[0]
+            for where, _, line in self.collect_errors:
+                if where == module:
+                    return f"{module} did not import: {line}"
+            return "did not run" + (" (the run was stopped at its time limit)" if self.timed_out else "")
+        for nodeid in nodeids:
+            if nodeid in self.errors:
+                return self.errors[nodeid][1]
+            if self.outcomes.get(nodeid) != "passed":
+                return {"skipped": "skipped", None: "did not finish"}.get(self.outcomes.get(nodeid), "failed")
+        return ""
+
+
+def run_graded(root: Path = ROOT, part: str | None = None, timeout: float | None = None,
+               test_timeout: float | None = None, echo: bool = True, capture: bool = True) -> GradeRun:
+    """Run root's graded tests with pytest in a child process.
+
+    Inputs:
+    - root: the repository or handout; the child imports dlmie from there
+    - part: run only this part's tests
+    - timeout: wall-clock limit of the whole run in seconds (None: none); the child's process group
+      is killed there, and what finished still counts
+    - test_timeout: time limit of each test (setup and call) and of each test module's import
+    - echo: copy the child's output to our stdout as it comes
+    - capture: let pytest capture the tests' output (False: it flows into ours, and is counted)
+    Returns:
+    - GradeRun
+    """
+    root = Path(root).resolve()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # Third-party pytest plugins (nbval, ...) are not needed by graded tests and take seconds to load.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # A handout copy has no datasets/ of its own: it reads the grader's.
+    env.setdefault("DLMIE_DATA", str(data_root()))
+    with tempfile.TemporaryDirectory(prefix="dlmie-grade-") as tmp:
+        results = Path(tmp) / "results.jsonl"
+        cmd = [sys.executable, "-m", "pytest", GRADED_DIR, f"--rootdir={root}", "-p", "dlmie.grading",
+               f"--grade-results={results}", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+               "-q", "--no-header"]
+        if part is not None:
+            cmd += [f"--grade-part={part}", "--tb=short"]
+        else:
+            cmd += ["--tb=no" if echo else "--tb=line", "-rfE"]
+        if test_timeout:
+            cmd.append(f"--grade-test-timeout={test_timeout}")
+        if not capture:
+            cmd.append("-s")
+        run = GradeRun()
+        run.returncode, run.timed_out, run.output_bytes, tail = _run_capped(cmd, root, env, timeout, echo)
+        run.output_tail = tail.decode("utf-8", errors="replace")
+        if results.exists():
+            for line in results.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):  # a line cut short by a kill
+                    run.add(json.loads(line))
+    return run
+
+
+def _run_capped(cmd, cwd, env, timeout, echo) -> tuple[int | None, bool, int, bytes]:
+    """Run cmd in its own process group; keep the last OUTPUT_TAIL bytes of its output.
+
+    Returns (exit status or None if killed at the time limit, timed out, bytes printed, tail).
+    Whatever the child leaves running in its process group is killed when it ends.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    tail, total = bytearray(), [0]
+
+    def drain():
+        while chunk := proc.stdout.read1(1 << 16):
+            total[0] += len(chunk)
+            if echo:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            tail.extend(chunk)
+            del tail[:-OUTPUT_TAIL]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    reader.join(10)
+    proc.stdout.close()
+    return (None if timed_out else proc.returncode), timed_out, total[0], bytes(tail)
+
+
+@dataclass
+class PartScore:
+    """A part's points: earned of possible, and why not all (one line, "" when all)."""
+
+    name: str
+    earned: int
+    possible: int
+    note: str
+
+
+def score(tests: list[GradedTest], run: GradeRun, part: str | None = None) -> list[PartScore]:
+    """Points per part (in part_order), from the tests' markers and the run's results.
+
+    Inputs:
+    - tests: from graded_tests
+    - run: from run_graded
+    - part: score only this part
+    Returns:
+    - list of PartScore
+    """
+    scores = []
+    for name in part_order(tests):
+        if part is not None and name != part:
+            continue
+        own = [t for t in tests if t.part == name]
+        earned = sum(t.points for t in own if run.passed(t.key))
+        failed = [t for t in own if not run.passed(t.key)]
+        note = ""
+        if failed:
+            reason = run.failure(failed[0].key)
+            if unfinished_part(reason):
+                reason = "not implemented yet"
+            note = f"{failed[0].key.split('::', 1)[1]}: {reason}"
+        scores.append(PartScore(name, earned, sum(t.points for t in own), note))
+    return scores
+
+
+def format_scores(scores: list[PartScore]) -> str:
+    """The per-part table, its last line "score: X/Y"."""
+    width = max([len("part")] + [len(s.name) for s in scores])
+    lines = [f"{'part':<{width}}  points"]
+    for s in scores:
+        lines.append(f"{s.name:<{width}}  {f'{s.earned}/{s.possible}':>6}  {s.note}".rstrip())
+    lines.append(f"score: {sum(s.earned for s in scores)}/{sum(s.possible for s in scores)}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The student's side: packing a submission
+
+
+def pack_submission(root: Path = ROOT, out: Path | None = None) -> tuple[Path, list[str], list[str]]:
+    """Zip what a student hands in: the files holding parts, and the notebooks (with their outputs).
+
+    Inputs:
+    - root: the handout
+    - out: the zip to write (default root/build/submission.zip), written atomically
+    Returns:
+    - (the zip's path, its members, notes: parts still unfinished, notebooks without outputs)
+    Raises:
+    - FileNotFoundError when root has no manifest (not a handout) or a file of the manifest is gone
+    """
+    root = Path(root)
+    manifest = read_manifest(root)
+    out = Path(out) if out is not None else root / "build" / "submission.zip"
+    missing = [f for f in manifest["files"] if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing from {root}: {', '.join(missing)} (restore them from the handout zip)")
+    notebooks = sorted(p.relative_to(root).as_posix() for p in (root / NOTEBOOKS).glob("*.ipynb"))
+    members = list(manifest["files"]) + notebooks
+    notes = []
+    for p in manifest["parts"]:
+        if stub_message(p["name"], p["function"]) in (root / p["file"]).read_text(encoding="utf-8"):
+            notes.append(f"{p['name']} ({p['file']}) is not implemented yet")
+    for name in notebooks:
+        try:
+            cells = json.loads((root / name).read_text(encoding="utf-8")).get("cells", [])
+        except ValueError:
+            notes.append(f"{name} is not a valid notebook (JSON)")
+            continue
+        if not any(c.get("outputs") for c in cells if c.get("cell_type") == "code"):
+            notes.append(f"{name} has no outputs: run it and save it before packing")
+    with atomic_output(out) as part:
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in members:
+                zf.write(root / name, name)
+    return out, members, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# The teacher's side: grading a folder of submissions
+
+
+@dataclass
+class Issue:
+    """Something wrong with a submission: a short code for the gradebook's status, and its detail."""
+
+    code: str
+    detail: str
+
+
+def read_submission(path: Path, expected: set[str]) -> tuple[dict[str, bytes], list[Issue]]:
+    """The expected files found in a submission zip, read safely.
+
+    A member is rejected (and never read) when its path is absolute or climbs out with "..", it is a
+    link, it is encrypted, or it is larger than MEMBER_LIMIT; reading stops at SUBMISSION_LIMIT in all.
+    When every member sits in one folder that is not part of the handout (a zipped handout folder),
+    that folder is stripped. Members that are not expected are reported and ignored.
+
+    Inputs:
+    - path: the submission
+    - expected: the paths (relative to the handout) a submission may carry
+    Returns:
+    - (path -> content of each expected file found, issues)
+    """
+    if not zipfile.is_zipfile(path):
+        return {}, [Issue("not_a_zip", f"{path.name} is not a zip file")]
+    issues, files = [], {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = []
+            for info in zf.infolist():
+                if info.is_dir() or JUNK.search(info.filename):
+                    continue
+                problem = _unsafe_member(info)
+                if problem:
+                    issues.append(Issue("rejected", f"{info.filename!r}: {problem}"))
+                else:
+                    members.append(info)
+            names = {info.filename: info.filename for info in members}
+            tops = {PurePosixPath(n).parts[0] for n in names if len(PurePosixPath(n).parts) > 1}
+            flat = [n for n in names if len(PurePosixPath(n).parts) == 1]
+            expected_tops = {PurePosixPath(e).parts[0] for e in expected}
+            if len(tops) == 1 and not flat and not tops & expected_tops:
+                top = tops.pop()
+                names = {n: n.removeprefix(top + "/") for n in names}
+            ignored = [n for n, rel in names.items() if rel not in expected]
+            if ignored:
+                shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+                issues.append(Issue("ignored_files", f"not files of the assignment, ignored: {shown}"))
+            total = 0
+            for info in members:
+                rel = names[info.filename]
+                if rel not in expected:
+                    continue
+                try:
+                    with zf.open(info) as f:
+                        data = f.read(MEMBER_LIMIT + 1)
+                except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as err:
+                    issues.append(Issue("rejected", f"{info.filename!r} cannot be read: {err}"))
+                    continue
+                if len(data) > MEMBER_LIMIT:
+                    issues.append(Issue("rejected", f"{info.filename!r} is over the limit of {_size(MEMBER_LIMIT)}"))
+                    continue
+                total += len(data)
+                if total > SUBMISSION_LIMIT:
+                    issues.append(Issue("rejected", f"over {_size(SUBMISSION_LIMIT)} in all: {info.filename!r} and later files not read"))
+                    break
+                files[rel] = data
+    except (zipfile.BadZipFile, OSError) as err:
+        return files, issues + [Issue("not_a_zip", f"{path.name} is a damaged zip: {err}")]
+    return files, issues
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} kB"
+
+
+def _unsafe_path(name: str) -> str:
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "absolute path"
+    if "\\" in name or ".." in PurePosixPath(name).parts:
+        return "path leaves the submission folder"
+    return ""
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str:
+    if problem := _unsafe_path(info.filename):
+        return problem
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        return "symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted"
+    if info.file_size > MEMBER_LIMIT:
+        return f"{_size(info.file_size)}, over the limit of {_size(MEMBER_LIMIT)}"
+    return ""
+
+
+@dataclass
+class SubmissionGrade:
+    """One gradebook row: the student (the zip's name without .zip), points per part, issues."""
+
+    student: str
+    scores: list[PartScore]
+    issues: list[Issue]
+    output_tail: str = ""
+
+    @property
+    def status(self) -> str:
+        codes = list(dict.fromkeys(i.code for i in self.issues))
+        return ",".join(codes) if codes else "ok"
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(i.detail for i in self.issues)
+
+
+class Handout:
+    """A handout zip unpacked once, copied fresh for each submission.
+
+    Inputs:
+    - zip_path: the handout (make student); it must hold one top folder HANDOUT_TOP
+    - workdir: where to unpack it
+    """
+
+    def __init__(self, zip_path: Path, workdir: Path):
+        zip_path = Path(zip_path)
+        if not zipfile.is_zipfile(zip_path):
+            raise FileNotFoundError(f"{zip_path} is not a handout zip: build one with `make student`")
+        with zipfile.ZipFile(zip_path) as zf:
+            bad = [n for n in zf.namelist() if not n.startswith(HANDOUT_TOP + "/") or _unsafe_path(n)]
+            if bad:
+                raise ValueError(f"{zip_path}: not a dlmie handout (unexpected member {bad[0]!r})")
+            zf.extractall(workdir)
+        self.root = Path(workdir) / HANDOUT_TOP
+        self.manifest = read_manifest(self.root)
+        self.tests = graded_tests(self.root)
+        self.notebooks = {p.relative_to(self.root).as_posix() for p in (self.root / NOTEBOOKS).glob("*.ipynb")}
+        self.expected = set(self.manifest["files"]) | self.notebooks
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.root, dest, symlinks=True)
+        return dest
+
+
+def grade_submission(path: Path, handout: Handout, workdir: Path, timeout: float, test_timeout: float) -> SubmissionGrade:
+    """Grade one submission in a fresh copy of the handout.
+
+    Files of the manifest and notebooks the zip carries replace the handout's; a missing file stays
+    the handout's (its parts are unfinished); a Python file that does not compile is reported and
+    the handout's kept, so that the parts of other files that import it still count.
+
+    Inputs:
+    - path: the submission (any file; the student is its name without .zip)
+    - handout: the unpacked handout
+    - workdir: an empty folder for the copy (removed afterwards)
+    - timeout: wall-clock limit of the grading run, seconds
+    - test_timeout: time limit of each test and test module import, seconds
+    Returns:
+    - SubmissionGrade
+    """
+    student = path.name.removesuffix(".zip")
+    files, issues = read_submission(path, handout.expected)
+    if any(i.code == "not_a_zip" for i in issues):
+        run = GradeRun()
+        return SubmissionGrade(student, score(handout.tests, run), issues)
+    missing = [f for f in handout.manifest["files"] if f not in files]
+    if missing:
+        issues.append(Issue("missing_files", f"not in the zip, graded as unfinished: {', '.join(missing)}"))
+    if not handout.notebooks & files.keys():
+        issues.append(Issue("no_notebooks", "no notebook in the zip"))
+    for name, data in list(files.items()):
+        if name.endswith(".py"):
+            try:
+                compile(data.decode("utf-8"), name, "exec")
+            except (SyntaxError, ValueError) as err:  # ValueError: not UTF-8, or a NUL byte
+                where = f" line {err.lineno}" if isinstance(err, SyntaxError) else ""
+                msg = err.msg if isinstance(err, SyntaxError) else str(err)
+                issues.append(Issue("syntax_error", f"{name}{where}: {msg}; graded with the handout's version of the file"))
+                del files[name]
+    copy = handout.copy(Path(workdir) / "handout")
+    try:
+        for name, data in files.items():
+            (copy / name).write_bytes(data)
+        run = run_graded(copy, timeout=timeout, test_timeout=test_timeout, echo=False, capture=False)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    issues += run_issues(run, timeout)
+    return SubmissionGrade(student, score(handout.tests, run), issues, run.output_tail)
+
+
+def run_issues(run: GradeRun, timeout: float | None) -> list[Issue]:
+    """The issues a grading run shows: modules that did not import, imports of something absent,
+    time limits, megabytes of output, a run that broke."""
+    issues = []
+    for where, kind, line in run.collect_errors:
+        code = "time_limit" if kind == TimeLimitExceeded.__name__ else "import_error"
+        issues.append(Issue(code, f"{where} did not import: {line}"))
+    for nodeid, (kind, line) in run.errors.items():
+        if kind in ("ModuleNotFoundError", "ImportError"):
+            issues.append(Issue("import_error", f"{nodeid}: {line}"))
+        elif kind == TimeLimitExceeded.__name__:
+            issues.append(Issue("time_limit", f"{nodeid}: {line.split(': ', 1)[-1]}"))
+    if run.timed_out:
+        issues.append(Issue("time_limit", f"the grading run was stopped after {timeout:g} s; tests not finished earn nothing"))
+    if run.output_bytes > OUTPUT_NOTED:
+        issues.append(Issue("output", f"printed {_size(run.output_bytes)} (the log keeps the last {_size(OUTPUT_TAIL)})"))
+    if run.returncode not in (0, 1, None):
+        issues.append(Issue("grading_error", f"pytest ended with exit status {run.returncode} (see the log)"))
+    return issues
+
+
+def grade_submissions(folder: Path, handout_zip: Path, out: Path, timeout: float = 600, test_timeout: float = 60,
+                      progress=print) -> list[SubmissionGrade]:
+    """Grade every file in a folder of submissions into a CSV gradebook.
+
+    Each submission is graded on its own (see grade_submission); whatever goes wrong with one
+    becomes its row's status and reason, and the next is graded. The gradebook is rewritten
+    (atomically) after each row; each run's last output goes to <out stem>_logs/<student>.log.
+
+    Inputs:
+    - folder: holds one file per student, normally <student>.zip (hidden files are skipped)
+    - handout_zip: the handout the submissions are graded against
+    - out: the CSV to write: student, score, possible, one column per part, status, reason
+    - timeout, test_timeout: see grade_submission
+    - progress: called with one line per graded submission
+    Returns:
+    - the SubmissionGrade of each submission, in file name order
+    """
+    out = Path(out)
+    logs = out.with_name(out.stem + "_logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    grades = []
+    with tempfile.TemporaryDirectory(prefix="dlmie-handout-") as tmp:
+        handout = Handout(handout_zip, Path(tmp) / "master")
+        parts = [p["name"] for p in handout.manifest["parts"]]
+        possible = handout.manifest["total"]
+        for n, path in enumerate(sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))):
+            work = Path(tmp) / f"work{n}"
+            work.mkdir()
+            try:
+                grade = grade_submission(path, handout, work, timeout, test_timeout)
+            except Exception as err:  # a grader fault on one submission must not stop the class's run
+                grade = SubmissionGrade(path.name.removesuffix(".zip"), score(handout.tests, GradeRun()),
+                                        [Issue("grading_error", f"{type(err).__name__}: {err}")])
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            grades.append(grade)
+            log = "\n".join([f"{grade.student}: {grade.status}", *(f"- {i.detail}" for i in grade.issues),
+                             "", format_scores(grade.scores), "", "last output of the grading run:", grade.output_tail])
+            (logs / (re.sub(r"[^\w.-]", "_", grade.student) + ".log")).write_text(log, encoding="utf-8")
+            _write_gradebook(out, grades, parts, possible)
+            total = sum(s.earned for s in grade.scores)
+            progress(f"{grade.student}: {total}/{possible} {grade.status}")
+    return grades
+
+
+def _write_gradebook(out: Path, grades: list[SubmissionGrade], parts: list[str], possible: int) -> None:
+    with atomic_output(out) as part:
+        with open(part, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["student", "score", "possible", *parts, "status", "reason"])
+            for grade in grades:
+                earned = {s.name: s.earned for s in grade.scores}
+                writer.writerow([grade.student, sum(earned.values()), possible,
+                                 *(earned.get(p, 0) for p in parts), grade.status, grade.reason])
