@@ -20,7 +20,7 @@ def readme_commands() -> set:
     """The `python -m dlmie.X` lines of README.md's code blocks, comments stripped."""
     blocks = re.findall(r"```(?:bash)?\n(.*?)```", README.read_text(), flags=re.S)
     lines = [line.split("  #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
-    lines = [re.sub(r"\s+", " ", line) for line in lines]
+    lines = [re.sub(r"\s+", " ", line).removeprefix(".venv/bin/") for line in lines]
     return {line for line in lines if line.startswith("python -m dlmie.")}
 
 
