@@ -135,16 +135,15 @@ def layer_checks(seed: int = 0) -> list:
         ("softmax_cross_entropy", L.softmax_cross_entropy, {"scores": normal((5, 7)), "y": rng.integers(0, 7, 5)}),
         ("word_embedding", L.word_embedding, {"x": rng.integers(0, 6, (2, 3)), "w": normal((6, 4))}),
         ("temporal_affine", L.temporal_affine, {"x": normal((2, 3, 4)), "w": normal((4, 5)), "b": normal(5)}),
-        ("temporal_softmax_loss", L.temporal_softmax_loss,
-         {"scores": normal((3, 4, 6)), "y": rng.integers(0, 6, (3, 4)), "mask": (rng.random((3, 4)) > 0.3) * 1.0}),
     ]
     return [(title, build, inputs, 1e-5) for title, build, inputs in checks]
 
 
 def recurrent_checks(seed: int = 0) -> list:
     """Float64 gradient checks of the recurrent pieces: the LSTM step, the LSTM over time (scan and
-    its written-out backward pass), and the Show and Tell loss with padding. Same format as
-    `layer_checks`: (title, build, inputs, h)."""
+    its written-out backward pass), the masked temporal softmax loss and the Show and Tell loss
+    with padding. Same format as `layer_checks`: (title, build, inputs, h)."""
+    from dlmie import layers as L
     from dlmie import rnn
     from dlmie.models import show_and_tell
 
@@ -167,6 +166,8 @@ def recurrent_checks(seed: int = 0) -> list:
         ("lstm over 5 steps (h and c)",
          lambda x, h0, c0, wx, wh, b: pt.concatenate(rnn.lstm(x, h0, wx, wh, b, c0=c0), axis=2),
          {"x": normal((n, t, d)), "h0": normal((n, h)), "c0": normal((n, h)), **weights}, 1e-5),
+        ("temporal_softmax_loss", L.temporal_softmax_loss,
+         {"scores": normal((3, 4, 6)), "y": rng.integers(0, 6, (3, 4)), "mask": (rng.random((3, 4)) > 0.3) * 1.0}, 1e-5),
         # O(1) random weights rather than the small initial ones, and h = 1e-4: the loss sums ~30
         # nats, so with h = 1e-5 the round-off of its finite differences (~1e-16 * 30 / h) is as
         # large as the smallest gradient entries and rel_error would measure it, not the gradient.

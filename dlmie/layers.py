@@ -180,15 +180,20 @@ def conv2d(x, w, b, stride=1, pad=0):
     """
     kh, kw = _kernel_size(w)
     n, _, h, width = x.shape
+    # Im2Col(kh, kw, stride, pad)(x) gives the (C * HH * WW, N * H' * W') columns, column
+    # (n * H' + y) * W' + z being window (y, z) of image n; conv_output_size gives H' and W'.
+    # Add the bias as the rank-1 product b 1^T (pt.dot of an (F, 1) and a (1, N * H' * W') matrix)
+    # rather than by broadcasting: its gradient is then a BLAS matrix-vector product.
+    # The product's rows are the filters: reshape to (F, N, H', W') and dimshuffle to (N, F, H', W').
+    ### BEGIN SOLUTION
     out_h = conv_output_size(h, kh, stride, pad)
     out_w = conv_output_size(width, kw, stride, pad)
     columns = Im2Col(kh, kw, stride, pad)(x)  # (C * HH * WW, N * H' * W')
     filters = w.reshape((w.shape[0], -1))
-    # The bias enters as a rank-1 product b 1^T rather than a broadcast add, so that its
-    # gradient is a matrix-vector product (BLAS) instead of PyTensor's slower row-sum loop.
     ones = pt.ones((1, columns.shape[1]), dtype=columns.dtype)
     out = pt.dot(filters, columns) + pt.dot(b.dimshuffle(0, "x"), ones)  # (F, N * H' * W')
     return out.reshape((w.shape[0], n, out_h, out_w)).dimshuffle(1, 0, 2, 3)
+    ### END SOLUTION
 
 
 def depthwise_conv2d(x, w, b, stride=1, pad=0):
@@ -413,5 +418,9 @@ def temporal_softmax_loss(scores, y, mask):
     - loss: scalar, -sum_{n,t} mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
     """
     n, t, v = scores.shape
+    # SoftmaxCrossEntropy()(scores (M, V), y (M,)) returns (losses (M,), logsumexp (M,)), the first
+    # being -log softmax(scores[m])[y[m]] for every row m: flatten the N * T steps into rows.
+    ### BEGIN SOLUTION
     row_losses, _ = SoftmaxCrossEntropy()(scores.reshape((n * t, v)), y.flatten())
     return (row_losses * pt.cast(mask.flatten(), scores.dtype)).sum() / pt.cast(n, scores.dtype)
+    ### END SOLUTION

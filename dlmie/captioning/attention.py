@@ -24,9 +24,15 @@ def attention_maps(alpha: np.ndarray, grid: tuple, size: tuple) -> np.ndarray:
     - (K, H, W) float32 maps, non-negative like the weights; row i, column j is pixel (i, j) of the image
     """
     alpha = np.asarray(alpha, np.float32)
+    # Raise a ValueError naming both shapes when alpha is not (K, H' * W'). Region l is row
+    # l // W', column l % W' of the grid (NumPy's row-major reshape order). resize_bilinear(maps
+    # (..., h, w), size) upsamples over the last two axes with pixel centres aligned: each
+    # region's weight lands at the centre of its patch of the image.
+    ### BEGIN SOLUTION
     if alpha.ndim != 2 or alpha.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"attention of shape {alpha.shape} does not fit a {grid[0]} x {grid[1]} grid")
     return resize_bilinear(alpha.reshape(len(alpha), grid[0], grid[1]), size)
+    ### END SOLUTION
 
 
 def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tuple, ncols: int = 5, size: float = 2.2):

@@ -115,15 +115,7 @@ class Decoder:
         finished = np.zeros((n, k), dtype=bool)
         for _ in range(max_length):
             log_probs, *state, attention = self.step(words, *state, tiled)
-            vocab_size = log_probs.shape[1]
-            log_probs = log_probs.reshape(n, k, vocab_size)
-            # A finished caption continues only with <END>, at no cost, so it keeps its score.
-            log_probs = np.where(finished[..., None], -np.inf, log_probs)
-            log_probs[..., END] = np.where(finished, 0.0, log_probs[..., END])
-            candidates = (score[..., None] + log_probs).reshape(n, k * vocab_size)
-            best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
-            beam, words_nk = best // vocab_size, best % vocab_size
-            score = np.take_along_axis(candidates, best, axis=1)
+            score, beam, words_nk = beam_step(score, log_probs.reshape(n, k, -1), finished)
             rows = (np.arange(n)[:, None] * k + beam).reshape(-1)
             state = [s[rows] for s in state]
             history = np.concatenate([np.take_along_axis(history, beam[..., None], axis=1), words_nk[..., None]], axis=2)
@@ -144,6 +136,35 @@ class Decoder:
         if maps is not None:
             attention = [maps[i, best[i], : lengths[i, best[i]] + 1] for i in range(n)]
         return Decoded(chosen, attention, score[np.arange(n), best])
+
+
+def beam_step(score: np.ndarray, log_probs: np.ndarray, finished: np.ndarray) -> tuple:
+    """One step of beam search: the K best one-word continuations of each image's K beams.
+
+    A beam continues with word w at the score score + log_probs[w]; a finished beam (one that has
+    produced <END>) continues only with <END>, at no cost, so that it keeps its score. Of the
+    K * V candidates of each image, the K with the highest scores become the new beams.
+    Inputs:
+    - score: (N, K) summed log-probabilities of the current beams (-inf for a beam that does not exist yet)
+    - log_probs: (N, K, V) log-probabilities of each beam's next word
+    - finished: (N, K) bool, whether each beam has produced <END>
+    Returns a tuple of:
+    - score: (N, K) float, the new beams' scores, highest first
+    - beam: (N, K) int, the current beam each new beam extends
+    - words: (N, K) int, the word it appends
+    Ties are broken in favour of the lower candidate index beam * V + word (a stable sort).
+    """
+    n, k, vocab_size = log_probs.shape
+    # Leave the caller's log_probs unchanged (np.where makes a new array). <END> is the word id END.
+    # Flatten each image's candidates to (N, K * V): candidate beam * V + word. np.argsort with
+    # kind="stable" on the negated scores sorts highest first and keeps ties in index order.
+    ### BEGIN SOLUTION
+    log_probs = np.where(finished[..., None], -np.inf, log_probs)
+    log_probs[..., END] = np.where(finished, 0.0, log_probs[..., END])
+    candidates = (score[..., None] + log_probs).reshape(n, k * vocab_size)
+    best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(candidates, best, axis=1), best // vocab_size, best % vocab_size
+    ### END SOLUTION
 
 
 def _per_caption_maps(maps: list, length: np.ndarray) -> list:

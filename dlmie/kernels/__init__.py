@@ -5,7 +5,8 @@
 - batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization
 - cross_entropy: `SoftmaxCrossEntropy` and its gradient, the loss of every model
 - embedding: `EmbeddingGrad`, the gradient of a word-embedding lookup
-- lstm: `LSTMCell` and its gradient, the gates and cell update of an LSTM step
+- lstm: `LSTMCell` and its gradient, the gates and cell update of an LSTM step (their C code is
+  in lstm_c, their NumPy code is the assignment's lstm_step_forward and lstm_step_backward)
 
 Every Op has a C implementation (used by dlmie's C backend) and a NumPy `perform` (used by the
 Python backend, and a readable reference). They take float32 or float64 and keep the dtype.

@@ -1,4 +1,4 @@
-"""The LSTM's gates and cell update, forward and backward, as two compiled Ops.
+"""The LSTM's gates and cell update, forward and backward, as two PyTensor Ops.
 
 From the pre-activations a = x Wx + h_prev Wh + b (N, 4H), gates in the order i, f, o, g:
 
@@ -8,14 +8,12 @@ From the pre-activations a = x Wx + h_prev Wh + b (N, 4H), gates in the order i,
 Written with PyTensor's ops this is four slices, five transcendental functions and their
 products; PyTensor's C loops compute each exp one at a time (several ns per element), and the
 backward pass of `scan` recomputes the forward step to get the gates back. `LSTMCell` does the
-step in one vectorized pass and also returns the activated gates, so that a backward pass can
-use them instead of recomputing them (dlmie.rnn.lstm's explicit backward does); `LSTMCellGrad`
-is that backward pass for one step, cs231n's lstm_step_backward:
+step in one pass and also returns the activated gates, so that a backward pass can use them
+instead of recomputing them (dlmie.rnn.lstm's explicit backward does); `LSTMCellGrad` is that
+backward pass for one step.
 
-    dc_total = dc + dh * o * (1 - tanh(c)^2)
-    da = [dc_total * g * i (1 - i),  dc_total * c_prev * f (1 - f),
-          dh * tanh(c) * o (1 - o),  dc_total * i * (1 - g^2)]
-    dc_prev = dc_total * f
+Each Op computes with the NumPy functions `lstm_step_forward` and `lstm_step_backward` (its
+`perform`), and with a vectorized C loop (`dlmie.kernels.lstm_c`) where that module is present.
 """
 
 from __future__ import annotations
@@ -26,85 +24,99 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
+from pytensor.link.c.op import COp
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES
 
-_LSTM_SUPPORT_CODE = r"""
-namespace dlmie_lstm {
-
-// sigmoid and tanh through one exp each, with the argument clamped so that exp never overflows
-// (-ffast-math assumes no infinities): at |x| = 40 both are at their limits in float64.
-static inline float sigm(float x) { x = x < -40.f ? -40.f : (x > 40.f ? 40.f : x); return 1.f / (1.f + expf(-x)); }
-// float64 (gradient checks) through the scalar exp: see exp_t in dlmie.kernels.cross_entropy.
-static __attribute__((noinline)) double sigm(double x) { x = x < -40. ? -40. : (x > 40. ? 40. : x); return 1. / (1. + exp(-x)); }
-template <typename T> static inline T tanh_(T x) { return (T)2 * sigm((T)2 * x) - (T)1; }
-
-// Row n of a (N, 4H), c_prev (N, H) -> h, c (N, H), act (N, 4H) = [i, f, o, g]; all C-contiguous.
-template <typename T>
-static void forward(const T *a, const T *c_prev, npy_intp N, npy_intp H, T *h, T *c, T *act) {
-    for (npy_intp n = 0; n < N; ++n) {
-        const T *an = a + n * 4 * H, *cp = c_prev + n * H;
-        T *hn = h + n * H, *cn = c + n * H, *gates = act + n * 4 * H;
-        #pragma omp simd
-        for (npy_intp k = 0; k < H; ++k) {
-            const T i = sigm(an[k]), f = sigm(an[H + k]), o = sigm(an[2 * H + k]), g = tanh_(an[3 * H + k]);
-            const T cell = f * cp[k] + i * g;
-            gates[k] = i; gates[H + k] = f; gates[2 * H + k] = o; gates[3 * H + k] = g;
-            cn[k] = cell;
-            hn[k] = o * tanh_(cell);
-        }
-    }
-}
-
-// The pullback of one step: (act, c_prev, c, dh, dc) -> da (N, 4H), dc_prev (N, H).
-template <typename T>
-static void backward(const T *act, const T *c_prev, const T *c, const T *dh, const T *dc,
-                     npy_intp N, npy_intp H, T *da, T *dc_prev) {
-    for (npy_intp n = 0; n < N; ++n) {
-        const T *gates = act + n * 4 * H, *cp = c_prev + n * H, *cn = c + n * H;
-        const T *dhn = dh + n * H, *dcn = dc + n * H;
-        T *dan = da + n * 4 * H, *dcp = dc_prev + n * H;
-        #pragma omp simd
-        for (npy_intp k = 0; k < H; ++k) {
-            const T i = gates[k], f = gates[H + k], o = gates[2 * H + k], g = gates[3 * H + k];
-            const T tc = tanh_(cn[k]);
-            const T dcell = dcn[k] + dhn[k] * o * ((T)1 - tc * tc);
-            dan[k] = dcell * g * i * ((T)1 - i);
-            dan[H + k] = dcell * cp[k] * f * ((T)1 - f);
-            dan[2 * H + k] = dhn[k] * tc * o * ((T)1 - o);
-            dan[3 * H + k] = dcell * i * ((T)1 - g * g);
-            dcp[k] = dcell * f;
-        }
-    }
-}
-
-}  // namespace dlmie_lstm
-"""
+try:
+    import dlmie.kernels.lstm_c as lstm_c
+except ModuleNotFoundError as err:  # the student handout leaves the C kernel out: the Ops run their `perform`
+    if err.name != "dlmie.kernels.lstm_c":
+        raise
+    lstm_c = None
 
 
-def _c_contiguous_inputs(names, fail):
-    """C: a C-contiguous reference `<name>_c` to each input (a new one only where it is not)."""
-    return "\n".join(
-        f"""PyArrayObject *{n}_c = PyArray_GETCONTIGUOUS({n});
-            if (!{n}_c) {{ {fail} }}"""
-        for n in names
-    )
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-np.clip(x, -40, 40)))  # clamped as in the C code: no overflow warnings
 
 
-def _release(names):
-    return " ".join(f"Py_DECREF({n}_c);" for n in names)
+def lstm_step_forward(a, c_prev):
+    """The gates and cell update of one LSTM step, in NumPy (cs231n's lstm_step_forward after the
+    matrix products).
+
+    Inputs:
+    - a: (N, 4H) pre-activations x Wx + h_prev Wh + b, gates in the order i, f, o, g
+    - c_prev: (N, H) previous cell state
+    Returns a tuple of:
+    - h: (N, H) next hidden state, o * tanh(c)
+    - c: (N, H) next cell state, f * c_prev + i * g
+    - act: (N, 4H) the activated gates [i, f, o, g] side by side (i, f, o sigmoids, g a tanh),
+      which the backward pass reads instead of recomputing them
+    """
+    hidden = a.shape[1] // 4
+    # a[:, :H] is the input gate's pre-activation, a[:, H:2H] the forget gate's, and so on.
+    # _sigmoid(x) is the logistic function, clamped so that np.exp never overflows.
+    ### BEGIN SOLUTION
+    i, f, o = (_sigmoid(a[:, k * hidden : (k + 1) * hidden]) for k in range(3))
+    g = np.tanh(a[:, 3 * hidden :])
+    c = f * c_prev + i * g
+    return o * np.tanh(c), c, np.concatenate([i, f, o, g], axis=1)
+    ### END SOLUTION
 
 
-class _LSTMOp(KernelOp):
-    """Common parts: the C support code, the checks of matrices that must agree in shape."""
+def lstm_step_backward(act, c_prev, c, dh, dc):
+    """The backward pass of `lstm_step_forward`, in NumPy (cs231n's lstm_step_backward before the
+    matrix products).
+
+    Inputs:
+    - act: (N, 4H) the activated gates [i, f, o, g] that lstm_step_forward returned
+    - c_prev: (N, H) the cell state it started from; c: (N, H) the one it returned
+    - dh: (N, H) gradient of the loss with respect to h; dc: (N, H) with respect to c (the
+      gradient that comes back through time from the next step's cell)
+    Returns a tuple of:
+    - d_a: (N, 4H) gradient with respect to the pre-activations a
+    - d_c_prev: (N, H) gradient with respect to c_prev
+    """
+    hidden = act.shape[1] // 4
+    i, f, o, g = (act[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    # c reaches the loss directly (dc) and through h = o * tanh(c); sum both paths first.
+    # d sigmoid(x)/dx = s (1 - s) and d tanh(x)/dx = 1 - tanh(x)^2, with s and tanh(x) read from act.
+    ### BEGIN SOLUTION
+    tc = np.tanh(c)
+    d_cell = dc + dh * o * (1 - tc**2)
+    d_a = np.concatenate([d_cell * g * i * (1 - i), d_cell * c_prev * f * (1 - f), dh * tc * o * (1 - o),
+                          d_cell * i * (1 - g**2)], axis=1)
+    return d_a, d_cell * f
+    ### END SOLUTION
+
+
+class _LSTMOp(COp):
+    """Common parts: the C code from `lstm_c` (or none without it), the checks of matrices that
+    must agree in shape."""
 
     __props__ = ()
 
-    SUPPORT_CODE = _LSTM_SUPPORT_CODE
-    HEADERS = ("<math.h>",)
-    # -ffast-math lets GCC call glibc's vector exp (libmvec) from the `omp simd` loops.
-    COMPILE_ARGS = ("-fopenmp-simd", "-ffast-math")
-    CACHE_VERSION = (3,)
+    @staticmethod
+    def _kernel():
+        """The C code module; without it, NotImplementedError makes PyTensor run `perform` instead."""
+        if lstm_c is None:
+            raise NotImplementedError("no C kernel (dlmie.kernels.lstm_c): the LSTM cell runs its NumPy perform")
+        return lstm_c
+
+    def c_support_code(self, **kwargs):
+        return self._kernel().SUPPORT_CODE
+
+    def c_headers(self, **kwargs):
+        return self._kernel().HEADERS
+
+    def c_compile_args(self, **kwargs):
+        return self._kernel().COMPILE_ARGS
+
+    def c_code_cache_version(self):
+        return self._kernel().CACHE_VERSION
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        return self._c_code(inputs, outputs, sub["fail"])
 
     @staticmethod
     def _matrices(*values):
@@ -116,29 +128,10 @@ class _LSTMOp(KernelOp):
         return values
 
     @staticmethod
-    def _c_check_shapes(gates, cells, fail, name):
-        """C: N, H from the (N, 4H) `gates` input; every (N, H) input in `cells` must match."""
-        checks = " || ".join(
-            f"PyArray_DIMS({c})[0] != N || PyArray_DIMS({c})[1] != H" for c in cells
-        )
-        return f"""
-            const npy_intp N = PyArray_DIMS({gates})[0], H = PyArray_DIMS({gates})[1] / 4;
-            if (PyArray_DIMS({gates})[1] % 4 || {checks}) {{
-                PyErr_Format(PyExc_ValueError, "{name}: gates must be (N, 4H) and cell states (N, H); got gates %ldx%ld",
-                             (long)PyArray_DIMS({gates})[0], (long)PyArray_DIMS({gates})[1]);
-                {fail}
-            }}"""
-
-    @staticmethod
     def _check_values(name, gates, *cells):
         n, four_h = gates.shape
         if four_h % 4 or any(c.shape != (n, four_h // 4) for c in cells):
             raise ValueError(f"{name}: gates must be (N, 4H) and cell states (N, H); got gates {n}x{four_h}")
-        return four_h // 4
-
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-np.clip(x, -40, 40)))  # clamped as in the C code: no overflow warnings
 
 
 class LSTMCell(_LSTMOp):
@@ -163,12 +156,9 @@ class LSTMCell(_LSTMOp):
 
     def perform(self, node, inputs, output_storage):
         a, c_prev = inputs
-        hidden = self._check_values(type(self).__name__, a, c_prev)
-        i, f, o = (_sigmoid(a[:, k * hidden : (k + 1) * hidden]) for k in range(3))
-        g = np.tanh(a[:, 3 * hidden :])
-        c = f * c_prev + i * g
-        for storage, value in zip(output_storage, (o * np.tanh(c), c, np.concatenate([i, f, o, g], axis=1))):
-            storage[0] = value.astype(a.dtype)
+        self._check_values(type(self).__name__, a, c_prev)
+        for storage, value in zip(output_storage, lstm_step_forward(a, c_prev)):
+            storage[0] = np.asarray(value).astype(a.dtype)
 
     def pullback(self, inputs, outputs, cotangents):
         a, c_prev = inputs
@@ -183,22 +173,8 @@ class LSTMCell(_LSTMOp):
             d_a = d_a + g_act * pt.concatenate([sigmoids * (1 - sigmoids), 1 - g * g], axis=1)
         return [d_a, d_c_prev]
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        a, c_prev = inputs
-        h, c, act = outputs
-        fail, t = sub["fail"], f"dtype_{a}"
-        return f"""
-        {{
-            {self._c_check_shapes(a, [c_prev], fail, "LSTMCell")}
-            {alloc_c_contiguous(h, ["N", "H"], a, fail)}
-            {alloc_c_contiguous(c, ["N", "H"], a, fail)}
-            {alloc_c_contiguous(act, ["N", "4 * H"], a, fail)}
-            {_c_contiguous_inputs([a, c_prev], fail)}
-            dlmie_lstm::forward<{t}>(({t}*)PyArray_DATA({a}_c), ({t}*)PyArray_DATA({c_prev}_c), N, H,
-                ({t}*)PyArray_DATA({h}), ({t}*)PyArray_DATA({c}), ({t}*)PyArray_DATA({act}));
-            {_release([a, c_prev])}
-        }}
-        """
+    def _c_code(self, inputs, outputs, fail):
+        return self._kernel().cell_code(inputs, outputs, fail)
 
 
 class LSTMCellGrad(_LSTMOp):
@@ -221,31 +197,12 @@ class LSTMCellGrad(_LSTMOp):
 
     def perform(self, node, inputs, output_storage):
         act, c_prev, c, dh, dc = inputs
-        hidden = self._check_values(type(self).__name__, act, c_prev, c, dh, dc)
-        i, f, o, g = (act[:, k * hidden : (k + 1) * hidden] for k in range(4))
-        tc = np.tanh(c)
-        d_cell = dc + dh * o * (1 - tc**2)
-        d_a = np.concatenate([d_cell * g * i * (1 - i), d_cell * c_prev * f * (1 - f), dh * tc * o * (1 - o),
-                              d_cell * i * (1 - g**2)], axis=1)
-        output_storage[0][0] = d_a.astype(act.dtype)
-        output_storage[1][0] = (d_cell * f).astype(act.dtype)
+        self._check_values(type(self).__name__, act, c_prev, c, dh, dc)
+        for storage, value in zip(output_storage, lstm_step_backward(act, c_prev, c, dh, dc)):
+            storage[0] = np.asarray(value).astype(act.dtype)
 
     def pullback(self, inputs, outputs, cotangents):
         return [grad_not_implemented(self, k, v) for k, v in enumerate(inputs)]
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        act, c_prev, c, dh, dc = inputs
-        d_a, d_c_prev = outputs
-        fail, t = sub["fail"], f"dtype_{act}"
-        return f"""
-        {{
-            {self._c_check_shapes(act, [c_prev, c, dh, dc], fail, "LSTMCellGrad")}
-            {alloc_c_contiguous(d_a, ["N", "4 * H"], act, fail)}
-            {alloc_c_contiguous(d_c_prev, ["N", "H"], act, fail)}
-            {_c_contiguous_inputs([act, c_prev, c, dh, dc], fail)}
-            dlmie_lstm::backward<{t}>(({t}*)PyArray_DATA({act}_c), ({t}*)PyArray_DATA({c_prev}_c),
-                ({t}*)PyArray_DATA({c}_c), ({t}*)PyArray_DATA({dh}_c), ({t}*)PyArray_DATA({dc}_c), N, H,
-                ({t}*)PyArray_DATA({d_a}), ({t}*)PyArray_DATA({d_c_prev}));
-            {_release([act, c_prev, c, dh, dc])}
-        }}
-        """
+    def _c_code(self, inputs, outputs, fail):
+        return self._kernel().cell_grad_code(inputs, outputs, fail)

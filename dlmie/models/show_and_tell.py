@@ -62,28 +62,39 @@ def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
-def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
-    """The teacher-forced training loss.
+def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
+    """The teacher-forced training loss (the module's `loss`).
 
     Inputs:
+    - spec: the `Spec`; params: name -> symbolic (or shared) weights, named as in the module docstring
     - features: (N, D) image vectors
     - captions: (N, T + 1) int: <START> w_1 ... w_k <END> <NULL> ...; the model reads
       captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets
     - train: dropout on (True) or off
     - rng: a shared generator for dropout (pt.random.shared_rng), needed when train and dropout > 0
-    Returns:
+    Returns a tuple of:
     - loss: scalar, summed over time and averaged over the minibatch (cs231n's convention)
-    - updates: the dropout generator's update
+    - updates: the dropout generator's update (L.dropout's)
     """
     words_in, words_out = captions[:, :-1], captions[:, 1:]
+    # The LSTM reads T + 1 inputs: the projected image x_{-1} = L.affine(features, img.W, img.b),
+    # then the embedded words (L.word_embedding). h_0 = 0 and c_0 = 0 (rnn.lstm's default c0).
+    # The image step predicts nothing: score the hidden states of the word steps only, after
+    # L.dropout(h, spec.dropout, rng, train), with L.temporal_affine (out.W, out.b). <NULL> is
+    # word 0: the mask is pt.neq(words_out, 0); L.temporal_softmax_loss does the rest.
+    ### BEGIN SOLUTION
     image = L.affine(features, params["img.W"], params["img.b"])  # (N, E)
     inputs = pt.concatenate([image.dimshuffle(0, "x", 1), L.word_embedding(words_in, params["embed.W"])], axis=1)
     h0 = pt.zeros((features.shape[0], spec.hidden_dim), dtype=features.dtype)
     h, _ = rnn.lstm(inputs, h0, params["lstm.Wx"], params["lstm.Wh"], params["lstm.b"])
-    h, updates = L.dropout(h[:, 1:], spec.dropout, rng, train)  # the image step predicts nothing
+    h, updates = L.dropout(h[:, 1:], spec.dropout, rng, train)
     scores = L.temporal_affine(h, params["out.W"], params["out.b"])
-    mask = pt.neq(words_out, 0)  # <NULL> is index 0
+    mask = pt.neq(words_out, 0)
     return L.temporal_softmax_loss(scores, words_out, mask), updates
+    ### END SOLUTION
+
+
+loss = show_and_tell_loss  # the name every captioner module gives its loss
 
 
 def decoder_graph(spec: Spec, params: dict):

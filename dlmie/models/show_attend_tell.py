@@ -82,26 +82,35 @@ def initial_state(params: dict, annotations):
 
 
 def attend(spec: Spec, params: dict, annotations, projected, h_prev):
-    """Soft attention for one step.
+    """Soft attention for one step, symbolic.
 
+    e_i = w_att . tanh(projected_i + h_prev W_h), alpha = softmax_i(e), and the context
+    z = beta * sum_i alpha_i a_i with the gate beta = sigmoid(w_beta . h_prev + b_beta) when
+    spec.gate is on (beta = 1 when it is off).
     Inputs:
-    - annotations: (N, L, D); projected: (N, L, A) = annotations W_a + b_att (computed once)
+    - spec: the `Spec` (its `gate`); params: name -> weights, of which att.Wh (H, A), att.w (A,),
+      gate.w (H,), gate.b () are read
+    - annotations: (N, L, D) the regions a_i; projected: (N, L, A) = annotations W_a + b_att (computed once)
     - h_prev: (N, H)
-    Returns:
+    Returns a tuple of:
     - z: (N, D) the gated context beta * sum_i alpha_i a_i
-    - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions
+    - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions (before the gate)
     """
+    # L.tanh, pt.special.softmax(..., axis=1) and pt.sigmoid are the nonlinearities; dimshuffle
+    # (0, "x", 1) broadcasts an (N, A) term over the L regions.
+    # Scale the weights by beta rather than the context (the same z): beta's gradient then needs no
+    # second product with the annotations. Write sum_i w_i a_i as a batched product, pt.matmul of
+    # (N, 1, L) and (N, L, D), which is N BLAS calls forward and backward, not an (N, L, D)
+    # broadcast product and its reduction.
+    ### BEGIN SOLUTION
     scores = pt.dot(L.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
     alpha = pt.special.softmax(scores, axis=1)
-    # beta scales the weights rather than the context (the same z): beta's gradient then needs no second
-    # (N, L) x (N, L, D) product in the backward pass to recover the ungated context
     weights = alpha
     if spec.gate:
         weights = alpha * pt.sigmoid(pt.dot(h_prev, params["gate.w"]) + params["gate.b"]).dimshuffle(0, "x")
-    # sum_i w_i a_i as N (1, L) x (L, D) BLAS products, forward and backward, not an (N, L, D) broadcast
-    # product and its reduction
     z = pt.matmul(weights.dimshuffle(0, "x", 1), annotations)[:, 0]
     return z, alpha
+    ### END SOLUTION
 
 
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
@@ -156,15 +165,19 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
 
 
 def doubly_stochastic_penalty(alpha, mask, weight: float):
-    """lambda * mean_n sum_i (1 - sum_t mask_nt alpha_nti)^2.
+    """Xu et al.'s doubly stochastic regularization, symbolic: lambda * mean_n sum_i (1 - sum_t mask_nt alpha_nti)^2.
 
     Inputs:
-    - alpha: (N, T, L) attention weights; mask: (N, T) 1 at real words, 0 at padding
-    - weight: lambda
-    Returns a scalar.
+    - alpha: (N, T, L) attention weights; mask: (N, T) 1 at real words, 0 at padding (alpha's dtype)
+    - weight: lambda, a Python float
+    Returns a symbolic scalar.
     """
+    # L.scalar(weight, alpha.dtype) makes lambda a constant of alpha's dtype (a bare Python float
+    # would round through float32 in a float64 graph).
+    ### BEGIN SOLUTION
     coverage = (alpha * mask.dimshuffle(0, 1, "x")).sum(axis=1)  # (N, L): sum_t alpha_ti
     return L.scalar(weight, alpha.dtype) * pt.sqr(1 - coverage).sum(axis=1).mean()
+    ### END SOLUTION
 
 
 def decoder_graph(spec: Spec, params: dict):

@@ -69,14 +69,57 @@ class Snapshots:
             self.images.append(x.copy())
 
 
+def ascent_step(gradient: Callable, x: np.ndarray, velocity: np.ndarray, step: int, lr: float, transforms=(),
+                normalize: bool = True, momentum: float = 0.0) -> tuple:
+    """One step of regularized gradient ascent (Yosinski et al. 2015), as `ascend` takes it.
+
+    view = t.before(view, step) for every transform t in order, starting from x (jitter shifts);
+    value, g = gradient(view); g = t.undo(g) for every transform in reverse order (jitter shifts
+    back); g = g / (mean |g| + 1e-12), the mean over each image's C * H * W values (with
+    `normalize`); v = momentum * v + g; x <- x + lr * v; x = t.after(x, g, step) for every
+    transform in order (the regularizers, then the clipping).
+    Inputs:
+    - gradient: function(view) -> (value, g), the objective summed over the batch (a float) and
+      its gradient (N, C, H, W) at the images `view`
+    - x: (N, C, H, W) the current images (model input)
+    - velocity: (N, C, H, W) the momentum buffer v (zeros at the first step)
+    - step: the step's number, from 0, which the transforms read (blur every k steps)
+    - lr: the step size
+    - transforms: a list of `dlmie.vis.transforms.Transform`
+    - normalize: divide each image's gradient by its mean absolute value
+    - momentum: heavy-ball momentum (0: plain gradient ascent)
+    Returns a tuple of:
+    - x: (N, C, H, W) the images after the step and the regularizers
+    - velocity: (N, C, H, W) the new momentum buffer
+    - value: the objective returned by `gradient`
+    - g: (N, C, H, W) the gradient as used: mapped back by the transforms, then normalized
+    """
+    # Every Transform has the three hooks before(x, step), undo(g) and after(x, g, step); the
+    # defaults do nothing, so call all three for every transform.
+    ### BEGIN SOLUTION
+    view = x
+    for t in transforms:
+        view = t.before(view, step)
+    value, g = gradient(view)
+    for t in reversed(transforms):
+        g = t.undo(g)
+    if normalize:
+        g = g / (np.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12)
+    velocity = momentum * velocity + g
+    x = x + lr * velocity
+    for t in transforms:
+        x = t.after(x, g, step)
+    return x, velocity, value, g
+    ### END SOLUTION
+
+
 def ascend(net, objective: Objective, x0: np.ndarray, steps: int, lr, transforms=(),
            normalize: bool = True, momentum: float = 0.0, callback: Callable | None = None,
            progress: bool = True) -> AscentResult:
     """Gradient ascent on an objective with respect to the input images.
 
-    Each step: view = t.before(view) for every transform (jitter); value, g = f(view);
-    g = t.undo(g) in reverse order; g = g / mean|g| (with `normalize`); v = momentum * v + g;
-    x <- x + lr * v; x = t.after(x, g) for every transform (the regularizers, in list order).
+    Each step is `ascent_step`: the gradient at the transformed view of x, normalized, a
+    momentum step, then the regularizers.
     Inputs:
     - net: a `Network`
     - objective: the `Objective` to maximize (to minimize a loss, pass its negative)
@@ -101,19 +144,9 @@ def ascend(net, objective: Objective, x0: np.ndarray, steps: int, lr, transforms
     moved = np.zeros(len(x), bool)  # whether each image's gradient was ever nonzero
     bar = tqdm(range(steps), desc=objective.name, leave=False, disable=not progress)
     for step in bar:
-        view = x
-        for t in transforms:
-            view = t.before(view, step)
-        values[step], g = f(view, *objective.values)
-        for t in reversed(transforms):
-            g = t.undo(g)
+        x, velocity, values[step], g = ascent_step(lambda view: f(view, *objective.values), x, velocity, step,
+                                                   rates[step], transforms, normalize, momentum)
         moved |= np.any(g != 0, axis=(1, 2, 3))
-        if normalize:
-            g = g / (np.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12)
-        velocity = momentum * velocity + g
-        x = x + rates[step] * velocity
-        for t in transforms:
-            x = t.after(x, g, step)
         if callback is not None:
             callback(step, x, float(values[step]))
         if step % 10 == 0:

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlmie.vis.activations import layer_activations
 from dlmie.vis.ascent import ascend, random_images
-from dlmie.vis.objectives import feature_distance
+from dlmie.vis.objectives import feature_distance, relative_feature_distance
 from dlmie.vis.priors import alpha_norm, total_variation
 from dlmie.vis.transforms import ClipRange
 
@@ -38,8 +38,7 @@ class Inversion(NamedTuple):
 
 def relative_feature_error(phi: np.ndarray, phi0: np.ndarray) -> float:
     """||phi - phi0||^2 / ||phi0||^2 of two representations of the same shape."""
-    phi, phi0 = np.asarray(phi, np.float64), np.asarray(phi0, np.float64)
-    return float(((phi - phi0) ** 2).sum() / (phi0 ** 2).sum())
+    return float(relative_feature_distance(np.asarray(phi, np.float64)[None], np.asarray(phi0, np.float64)))
 
 
 def invert(net, x0: np.ndarray, layer: str, steps: int = 200, lr: float = 0.05, lambda_alpha: float = 1e-4,

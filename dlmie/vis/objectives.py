@@ -132,6 +132,23 @@ def class_score(k) -> Objective:
     return Objective(f"class {k}", ("class_score", index.ndim), build, [index], [value])
 
 
+def channel_objective(a, c):
+    """The mean activation of one channel per image over the layer's grid, summed over the images.
+
+    Inputs:
+    - a: symbolic (N, C, H', W') activations of a spatial layer, or (N, D) of a vector layer
+    - c: symbolic int64, a scalar (the same channel for every image) or an (N,) vector (channel
+      c_i for image i)
+    Returns a symbolic scalar: sum_i mean_{h,w} a[i, c_i, h, w] (sum_i a[i, c_i] for a vector layer).
+    """
+    # _pick(a, c) gives a[:, c] for a scalar c and a[i, c_i] for a vector: (N, H', W') or (N,).
+    # a.ndim is known when the graph is built, so a Python `if` can tell the two kinds of layer apart.
+    ### BEGIN SOLUTION
+    picked = _pick(a, c)
+    return picked.mean(axis=tuple(range(1, picked.ndim))).sum() if picked.ndim > 1 else picked.sum()
+    ### END SOLUTION
+
+
 def channel(layer: str, c) -> Objective:
     """The mean activation of one channel of a layer, over its whole grid (a "feature" in lucid).
 
@@ -143,8 +160,7 @@ def channel(layer: str, c) -> Objective:
     index, value = _index(c)
 
     def build(scores, activations, x, c):
-        picked = _pick(_layer(activations, layer), c)
-        return picked.mean(axis=tuple(range(1, picked.ndim))).sum() if picked.ndim > 1 else picked.sum()
+        return channel_objective(_layer(activations, layer), c)
 
     return Objective(f"{layer}:{c}", ("channel", layer, index.ndim), build, [index], [value])
 
@@ -183,6 +199,22 @@ def neuron(layer: str, c, y: int | None = None, x: int | None = None, pre_relu: 
     return Objective(f"{layer}:{c} at {where_name}", key, build, inputs, values)
 
 
+def relative_feature_distance(phi, phi0):
+    """The data term of feature inversion (Mahendran & Vedaldi 2015), symbolic or NumPy.
+
+    Inputs:
+    - phi: (N, ...) the representations of N images, e.g. (N, C, H', W') or (N, D)
+    - phi0: one image's target representation, phi's shape without the first axis
+    Returns a scalar: sum_i ||phi_i - phi0||^2 / ||phi0||^2.
+    """
+    # Array methods and operators only (.sum(axis=...), ** 2, phi0[None] to broadcast), so that
+    # NumPy arrays and PyTensor variables both work; sum each image over every axis but the first.
+    ### BEGIN SOLUTION
+    axes = tuple(range(1, phi.ndim))
+    return (((phi - phi0[None]) ** 2).sum(axis=axes) / (phi0 ** 2).sum()).sum()
+    ### END SOLUTION
+
+
 def feature_distance(layer: str, target: np.ndarray) -> Objective:
     """Relative squared distance to a target representation (Mahendran & Vedaldi 2015):
     ||Phi(x) - Phi_0||^2 / ||Phi_0||^2, to be minimized (ascend on its negative).
@@ -201,8 +233,7 @@ def feature_distance(layer: str, target: np.ndarray) -> Objective:
         if phi.ndim != phi0.ndim + 1:
             raise ValueError(f"{layer} outputs {phi.ndim}-d tensors; the target must be one image's "
                              f"{phi.ndim - 1}-d features, got {phi0.ndim}-d")
-        axes = tuple(range(1, phi.ndim))
-        return (((phi - phi0[None]) ** 2).sum(axis=axes) / (phi0 ** 2).sum()).sum()
+        return relative_feature_distance(phi, phi0)
 
     return Objective(f"|{layer} - target|^2", ("feature_distance", layer, target.ndim), build,
                      [Input(pytensor.config.floatX, target.ndim)], [target])

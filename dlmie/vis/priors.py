@@ -33,30 +33,39 @@ def alpha_norm_value(x, alpha: float = 6.0, B: float = 1.0):
     - B: the typical pixel norm (same units as x)
     Returns a scalar: sum over images of (1 / (H W)) sum_v (||x(v)|| / B)^alpha.
     """
+    # Write it with array methods and operators only (x ** 2, .sum(axis=...), .mean(axis=...)):
+    # the same lines then run on NumPy arrays and on PyTensor variables. ||x(v)||^alpha is
+    # (||x(v)||^2)^(alpha / 2): no square root, whose gradient is infinite at 0.
+    ### BEGIN SOLUTION
     squared = (x ** 2).sum(axis=1) / B ** 2  # (N, H, W): ||x(v)||^2 / B^2
     return (squared ** (alpha / 2)).mean(axis=(1, 2)).sum()
+    ### END SOLUTION
 
 
 def total_variation_value(x, beta: float = 2.0, V: float = 1.0):
     """R_TV of images, symbolic or NumPy.
 
-    As in the authors' code, the image is extended by repeating its last row and column, so every
-    pixel has a right and a lower difference (zero past the border) and every pixel is regularized
-    (the bottom-right one, whose differences are both zero, through its neighbours' terms).
+    As in the authors' code, the image is extended by repeating its last row and column: a pixel
+    of the last column has dx = 0, one of the last row dy = 0. The sum runs over every pixel but
+    the bottom-right one, whose differences are both zero (it is regularized through its
+    neighbours' terms). TV_EPS, added inside the power, keeps the gradient finite for beta < 2.
     Inputs:
     - x: (N, C, H, W)
     - beta: the exponent
     - V: the typical neighbour difference (same units as x)
-    Returns a scalar: sum over images of (1 / (H W)) sum_{v,k} ((dx^2 + dy^2) / V^2)^(beta / 2).
+    Returns a scalar: sum over images of (1 / (H W)) sum_{v,k} ((dx^2 + dy^2) / V^2 + TV_EPS)^(beta / 2),
+    with dx = x(v + e_x, k) - x(v, k) and dy = x(v + e_y, k) - x(v, k).
     """
-    def term(squared):
-        return ((squared / V ** 2 + TV_EPS) ** (beta / 2)).sum()
-
+    # Array methods, slicing and operators only, so that NumPy arrays and PyTensor variables both
+    # work: x[:, :, :, 1:] - x[:, :, :, :-1] is dx of every pixel but the last column's. Three sums:
+    # the pixels with both differences, the last row (dx only), the last column (dy only).
+    ### BEGIN SOLUTION
     dx = x[:, :, :, 1:] - x[:, :, :, :-1]  # (N, C, H, W - 1)
     dy = x[:, :, 1:, :] - x[:, :, :-1, :]  # (N, C, H - 1, W)
-    interior = term(dx[:, :, :-1] ** 2 + dy[:, :, :, :-1] ** 2)
-    last_row, last_column = term(dx[:, :, -1] ** 2), term(dy[:, :, :, -1] ** 2)
+    squared = (dx[:, :, :-1] ** 2 + dy[:, :, :, :-1] ** 2, dx[:, :, -1] ** 2, dy[:, :, :, -1] ** 2)
+    interior, last_row, last_column = (((d / V ** 2 + TV_EPS) ** (beta / 2)).sum() for d in squared)
     return (interior + last_row + last_column) / (x.shape[2] * x.shape[3])
+    ### END SOLUTION
 
 
 def alpha_norm(alpha: float = 6.0, B: float = 1.0) -> Objective:

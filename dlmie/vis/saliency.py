@@ -102,15 +102,21 @@ def input_gradient(net, x: np.ndarray, labels, guided: bool = False, batch_size:
     - (N, 3, S, S) float32, d s_{labels[i]} / d x_i
     """
     x, labels = np.asarray(x, np.float32), np.asarray(labels, np.int64)
+    # Batch by batch: the objective `class_score(k)` with one class per image is sum_i s_{k_i}(x_i)
+    # (each image's own raw score; not the sum over classes, not the softmax), and images do not
+    # interact, so its gradient with respect to image i is d s_{k_i} / d x_i. For guided
+    # backprop, wrap the objective in `guided_objective`. `gradient_function(net, objective)`
+    # compiles (x, *objective.values) -> (value, gradient) once per network and objective key.
+    ### BEGIN SOLUTION
     gradients = []
     for start in range(0, len(x), batch_size):
-        # Each image's own class score alone: not the sum over classes, not the softmax.
         objective = class_score(labels[start : start + batch_size])
         if guided:
             objective = guided_objective(objective)
         _, g = gradient_function(net, objective)(x[start : start + batch_size], *objective.values)
         gradients.append(g)
     return np.concatenate(gradients)
+    ### END SOLUTION
 
 
 def saliency_map(net, x: np.ndarray, labels, guided: bool = False) -> np.ndarray:
@@ -175,14 +181,38 @@ class FoolingResult(NamedTuple):
     fooled: np.ndarray
 
 
+def fooling_step(x: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, step: float) -> np.ndarray:
+    """One step of a fooling image: gradient ascent on the target's score with a step of fixed length.
+
+    x <- clip(x + step * g / ||g||_2, low, high) per image, after dropping the gradient components
+    that push a pixel already at a bound further out (they would be clipped away, and the step
+    would be shorter than `step`).
+    Inputs:
+    - x: (N, C, H, W) current model inputs
+    - g: (N, C, H, W) d s_target / d x for each image
+    - low, high: the smallest and largest valid input, arrays that broadcast against x, e.g.
+      (1, C, H, W) (the preprocessed black and white images)
+    - step: the L2 length of each image's step, in model-input units
+    Returns:
+    - (N, C, H, W) the new inputs, every value in [low, high]; x and g are left unchanged
+    """
+    # The norm is per image: sum over the channel and both spatial axes (keepdims to broadcast).
+    # Guard the division: an image whose remaining gradient is all zero must not become NaN
+    # (divide by max(norm, 1e-12)).
+    ### BEGIN SOLUTION
+    g = np.where(((x <= low) & (g < 0)) | ((x >= high) & (g > 0)), 0, g)
+    norm = np.sqrt((g ** 2).sum(axis=(1, 2, 3), keepdims=True))
+    return np.clip(x + step * g / np.maximum(norm, 1e-12), low, high)
+    ### END SOLUTION
+
+
 def fooling_images(net, images: np.ndarray, targets, step: float = 1.0, max_steps: int = 100) -> FoolingResult:
     """Nudge real images until the network predicts a chosen wrong class (cs231n's fooling images).
 
-    Each step is gradient ascent on the target's score with a normalized step,
+    Each step is `fooling_step`, gradient ascent on the target's score with a normalized step,
     x <- clip(x + step * g / ||g||_2) with g = d s_target / dx, where the clip keeps every pixel in
-    [0, 1] (the bounds are the preprocessed images of black and white). Gradient components that
-    push a pixel already at a bound further out are dropped before normalizing, so that every step
-    moves the image by its full length. An image stops as soon as the network predicts its target.
+    [0, 1] (the bounds are the preprocessed images of black and white). An image stops as soon as
+    the network predicts its target.
     Inputs:
     - net: a `Network` with class scores
     - images: (N, S, S, 3) uint8 RGB, the starting images (a few: they go through the network as one batch)
@@ -200,10 +230,7 @@ def fooling_images(net, images: np.ndarray, targets, step: float = 1.0, max_step
         todo = todo[net.class_scores(x[todo]).argmax(axis=1) != targets[todo]]
         if todo.size == 0:
             break
-        current, g = x[todo], input_gradient(net, x[todo], targets[todo])
-        g[((current <= low) & (g < 0)) | ((current >= high) & (g > 0))] = 0
-        norm = np.sqrt((g ** 2).sum(axis=(1, 2, 3), keepdims=True))
-        x[todo] = np.clip(current + step * g / np.maximum(norm, 1e-12), low, high)
+        x[todo] = fooling_step(x[todo], input_gradient(net, x[todo], targets[todo]), low, high, step)
         steps[todo] += 1
     fooled = net.class_scores(x).argmax(axis=1) == targets
     pixels = pre.invert(x)

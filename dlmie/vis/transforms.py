@@ -89,18 +89,25 @@ class Blur(Transform):
         return gaussian_blur(x, self.sigma) if (step + 1) % self.every == 0 else x
 
 
-def _zero_below(x: np.ndarray, score: np.ndarray, percentile: float) -> np.ndarray:
-    """x with the pixels whose score is below the image's `percentile`-th percentile set to 0.
+def zero_below_percentile(x: np.ndarray, score: np.ndarray, percentile: float) -> np.ndarray:
+    """Yosinski et al.'s pixel clipping: the pixels whose score is below the image's
+    `percentile`-th percentile of scores are set to 0 (the mean colour), on every channel.
 
     Inputs:
-    - x: (N, C, H, W)
-    - score: (N, H, W), one number per pixel
+    - x: (N, C, H, W) images
+    - score: (N, H, W), one number per pixel (its norm, or its contribution to the objective)
     - percentile: in [0, 100]
-    Returns a new (N, C, H, W) array.
+    Returns:
+    - a new (N, C, H, W) array of x's dtype; a pixel is kept where its score is at least the
+      threshold, so percentile 0 keeps every pixel
     """
+    # One threshold per image: np.percentile over each image's H * W scores (axis=1 of a
+    # reshaped (N, H * W) array). Broadcast the (N, H, W) keep-mask over the channel axis.
+    ### BEGIN SOLUTION
     threshold = np.percentile(score.reshape(len(score), -1), percentile, axis=1)
     keep = score >= threshold[:, None, None]
     return x * keep[:, None]
+    ### END SOLUTION
 
 
 class ClipNorm(Transform):
@@ -110,7 +117,7 @@ class ClipNorm(Transform):
         self.percentile = percentile
 
     def after(self, x, grad, step):
-        return _zero_below(x, np.sqrt((x ** 2).sum(axis=1)), self.percentile)
+        return zero_below_percentile(x, np.sqrt((x ** 2).sum(axis=1)), self.percentile)
 
 
 class ClipContribution(Transform):
@@ -121,7 +128,7 @@ class ClipContribution(Transform):
         self.percentile = percentile
 
     def after(self, x, grad, step):
-        return _zero_below(x, np.abs((x * grad).sum(axis=1)), self.percentile)
+        return zero_below_percentile(x, np.abs((x * grad).sum(axis=1)), self.percentile)
 
 
 class ClipRange(Transform):

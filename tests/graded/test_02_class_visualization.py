@@ -1,0 +1,28 @@
+"""Notebook 02: one regularized gradient-ascent step (dlmie/vis/ascent.py) and Yosinski's pixel
+clipping (dlmie/vis/transforms.py)."""
+
+import pytest
+
+from dlmie.checks import assert_case
+
+NOTEBOOK = "02_class_visualization"
+
+
+@pytest.mark.graded(part="ascent_step", points=4)
+def test_ascent_step_with_jitter_decay_and_blur():
+    assert_case("ascent_step", "regularized")
+
+
+@pytest.mark.graded(part="ascent_step", points=2)
+def test_ascent_step_plain():
+    assert_case("ascent_step", "plain")
+
+
+@pytest.mark.graded(part="zero_below_percentile", points=2)
+def test_zero_below_percentile_of_the_norm():
+    assert_case("zero_below_percentile", "norm")
+
+
+@pytest.mark.graded(part="zero_below_percentile", points=2)
+def test_zero_below_percentile_through_clip_contribution():
+    assert_case("zero_below_percentile", "contribution")
