@@ -47,10 +47,14 @@ README_TEMPLATE = Path(__file__).with_name("student_README.md")
 EXCLUDED = {
     ".ci/": "CI of the solution repository: runs the solution's whole test suite",
     "tools/": "this builder and its README template (teacher tooling; it spells out the markers)",
-    "tests/": "unit tests compare layers with NumPy references (tests/reference.py) that compute the exercises",
+    "tests/": "unit tests compare layers with NumPy references (dlmie/benchmarks/numpy_reference.py) and "
+              "spell out LSTM and loss formulas",
     "tests/graded/make_fixtures.py": "computes the fixtures by calling the solution",
     "dlmie/benchmarks/": "numpy_reference computes the layers in NumPy",
     "dlmie/bench.py": "the benchmark command: needs dlmie/benchmarks/",
+    "dlmie/kernels/lstm_c.py": "the LSTM cell's C code spells out lstm_step_forward/backward; without it the "
+                               "LSTM Ops run the student's NumPy parts",
+    "docs/engine.md": "describes how the LSTM backward pass and the kernels compute what the parts compute",
     "docs/teaching.md": "the teacher's guide (building, grading); the student README covers the student's side",
     "runs/": "the teacher's training state; the notebooks load dlmie/models/weights/",
     "README.md": "the solution's README (results, design notes); replaced by the student README",
