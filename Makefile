@@ -49,5 +49,12 @@ test: data
 bench: setup
 	$(PY) -m dlmie.bench
 
+.PHONY: lab
+
+# JupyterLab on notebooks/; its kernel is this environment's Python, where dlmie is installed.
+# LAB_ARGS adds options of `jupyter lab` (e.g. --port=8889, or --allow-root where it runs as root).
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
 clean:
 	rm -rf build
