@@ -49,7 +49,12 @@ test: data
 bench: setup
 	$(PY) -m dlmie.bench
 
-.PHONY: lab
+.PHONY: site lab
+
+# The course website in build/site/ from the executed notebooks (not run again); `python website/check.py`
+# reads it in headless Chromium.
+site: notebooks
+	$(PY) website/build.py --notebooks build --out build/site
 
 # JupyterLab on notebooks/; its kernel is this environment's Python, where dlmie is installed.
 # LAB_ARGS adds options of `jupyter lab` (e.g. --port=8889, or --allow-root where it runs as root).
