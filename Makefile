@@ -68,5 +68,17 @@ fixtures: setup
 	@test -f tests/graded/make_fixtures.py || { echo "make fixtures runs in the solution repository (tests/graded/make_fixtures.py)"; exit 1; }
 	$(PY) tests/graded/make_fixtures.py
 
+.PHONY: site lab
+
+# The course website in build/site/ from the executed notebooks (not run again); `python website/check.py`
+# reads it in headless Chromium.
+site: notebooks
+	$(PY) website/build.py --notebooks build --out build/site
+
+# JupyterLab on notebooks/; its kernel is this environment's Python, where dlmie is installed.
+# LAB_ARGS adds options of `jupyter lab` (e.g. --port=8889, or --allow-root where it runs as root).
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
 clean:
 	rm -rf build

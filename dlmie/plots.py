@@ -70,7 +70,8 @@ def wrap_title(title: str, width_inches: float) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
 
 
-def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size: float = 2.2, boxes=None):
+def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size: float = 2.2, boxes=None,
+               title: str | None = None):
     """A grid of images and maps without axes, filled row by row.
 
     Inputs:
@@ -81,6 +82,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     - size: inches per cell
     - boxes: list with one (x0, y0, x1, y1) box (inclusive pixel coordinates) or None per image,
       drawn as a rectangle; or None
+    - title: one line over the whole grid (the figure's suptitle), or None
     Returns the matplotlib Figure.
     """
     nrows = -(-len(images) // ncols)
@@ -89,7 +91,12 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     tallest = max(np.shape(image)[0] / np.shape(image)[1] for image in images)  # height / width
     # a cell is `size` wide and as tall as its tallest image; an 8-point title line takes about 0.2 inch
     row_height = size * tallest + 0.2 * lines + 0.1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows), squeeze=False)
+    # Constrained layout keeps a suptitle clear of the panel titles, also one a caller adds later
+    # (tight_layout ignores the suptitle and lets it cover the first row's titles).
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows + (0.3 if title else 0)),
+                             squeeze=False, layout="constrained")
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= len(images):
@@ -105,7 +112,6 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
             x0, y0, x1, y1 = boxes[i]  # pixel (row, column) covers [column - 0.5, column + 0.5] in imshow's axes
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1,
                                        fill=False, edgecolor="cyan", linewidth=1))
-    fig.tight_layout()
     return fig
 
 

@@ -187,6 +187,26 @@ def test_image_grid_saves(tmp_path):
     assert path.exists() and path.stat().st_size > 0
 
 
+def test_a_figure_title_never_covers_the_panel_titles():
+    """Notebook 08's composites: a caption over the figure, each panel titled with its word."""
+    from dlmie.captioning.attention import attention_figure
+
+    image, alpha = np.zeros((64, 128, 3), np.uint8), np.full((2, 98), 1 / 98, np.float32)
+    words = ["basketball · 0.95 on its half", "sock · 0.91 on its half"]
+    caption = "on the right a basketball and on the left a sock"
+    given = attention_figure(image, words, alpha, (7, 14), ncols=3, size=3.2, title=caption)
+    added_later = attention_figure(image, words, alpha, (7, 14), ncols=3, size=3.2)
+    added_later.suptitle(caption, fontsize=9)
+    for fig in (given, added_later):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        title = fig._suptitle.get_window_extent(renderer)
+        panels = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.title.get_text()]
+        assert fig._suptitle.get_text() == caption and len(panels) == 3
+        assert all(title.y0 > panel.y1 for panel in panels)  # the caption is above every panel title
+        matplotlib.pyplot.close(fig)
+
+
 def test_wrapped_titles_fit_the_cell_and_keep_their_line_breaks():
     title = "beam: a little girl in a blue shirt is standing on a sidewalk next to a bench\ntruth: a girl"
     lines = plots.wrap_title(title, 2.0).split("\n")

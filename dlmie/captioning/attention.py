@@ -35,17 +35,20 @@ def attention_maps(alpha: np.ndarray, grid: tuple, size: tuple) -> np.ndarray:
     ### END SOLUTION
 
 
-def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tuple, ncols: int = 5, size: float = 2.2):
+def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tuple, ncols: int = 5, size: float = 2.2,
+                     title: str | None = None):
     """A grid of the image with each word's attention overlaid (the image alone first).
 
     Inputs:
     - image: (H, W, 3) uint8 RGB, the picture the encoder saw (any size: maps are resized to it)
     - words: the K generated words (decoded, with "<END>" last if the caption ended)
     - alpha: (K, L) their attention weights; grid: (H', W') of the encoder
+    - ncols, size: panels per row, inches per panel
+    - title: a line over the whole figure (the caption, say), or None
     Returns a matplotlib Figure.
     """
     from dlmie.plots import heatmap_overlay, image_grid
 
     maps = attention_maps(alpha, grid, image.shape[:2])
     panels = [image] + [heatmap_overlay(image, m, alpha=0.6) for m in maps]
-    return image_grid(panels, ["(image)"] + list(words), ncols=ncols, size=size)
+    return image_grid(panels, ["(image)"] + list(words), ncols=ncols, size=size, title=title)
