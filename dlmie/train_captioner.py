@@ -42,11 +42,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=CaptionerConfig.batch_size)
     parser.add_argument("--lr", type=float, default=CaptionerConfig.lr)
     parser.add_argument("--max-minutes", type=float, help="checkpoint and stop after this long")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a field of the model's Spec, e.g. --set entropy=0.01 (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        extra = dict(_spec_field(item) for item in args.set)
+    except ValueError as err:
+        parser.error(str(err))
     if args.resume and args.init:
         parser.error("--resume continues OUT/last.npz; --init starts a new run: pass one of them")
     config = CaptionerConfig(model=args.model, encoder=args.encoder, epochs=args.epochs or CaptionerConfig.epochs,
-                             batch_size=args.batch_size, lr=args.lr)
+                             batch_size=args.batch_size, lr=args.lr, extra=extra)
     try:
         data_root = args.data or dataset_path("flickr8k")
         train(args.out or Path("runs") / args.model, config, args.resume, data_root, args.max_minutes, args.features,
@@ -54,6 +60,17 @@ def main(argv=None) -> int:
         return 0
     except USER_ERRORS as err:
         return report(err)
+
+
+def _spec_field(item: str) -> tuple[str, object]:
+    """"entropy=0.01" -> ("entropy", 0.01): a number where it reads as one, else the string."""
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+    try:
+        return name, int(value) if value.lstrip("-").isdigit() else float(value)
+    except ValueError:
+        return name, value
 
 
 if __name__ == "__main__":

@@ -164,3 +164,31 @@ def test_bench_has_every_row_the_readme_runs():
     named = {word for c in readme_commands() if c.startswith("python -m dlmie.bench ")
              for word in c.split()[3:] if re.fullmatch(r"[a-z0-9_]+", word) and not word.isdigit()}
     assert named and not {n for n in named if n not in listed}
+
+
+@runs("python -m dlmie.grade --submissions DIR --handout build/dlmie-student.zip --out gradebook.csv")
+def test_grade_submissions(tmp_path):
+    """A teacher's round: build the handout, a student solves it and packs, the teacher grades DIR."""
+    import csv
+    import shutil
+    import zipfile
+
+    handout_zip = tmp_path / "dlmie-student.zip"
+    done = subprocess.run([sys.executable, "tools/handout.py", "--out", handout_zip], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with zipfile.ZipFile(handout_zip) as zf:
+        zf.extractall(tmp_path / "student")
+    student = tmp_path / "student" / "dlmie-student"
+    for part in __import__("json").loads((student / "assignment.json").read_text())["parts"]:
+        shutil.copy(REPO_ROOT / part["file"], student / part["file"])  # the student solves every part
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    packed = subprocess.run([sys.executable, "-m", "dlmie.grade", "--pack", "--out", submissions / "ada.zip"],
+                            cwd=student, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(student)})
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    gradebook = tmp_path / "gradebook.csv"
+    run("dlmie.grade", "--submissions", submissions, "--handout", handout_zip, "--out", gradebook)
+    (row,) = list(csv.DictReader(gradebook.open()))
+    assert row["student"] == "ada" and row["score"] == row["possible"] and int(row["possible"]) > 0, row

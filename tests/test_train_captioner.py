@@ -85,3 +85,18 @@ def test_init_starts_from_a_checkpoint(setup, tmp_path):
     with pytest.raises(ValueError, match="--model"):
         captioner_training.train(tmp_path / "wrong", wrong, False, root, features_path=features,
                                  init=tmp_path / "first" / "best.npz")
+
+
+def test_command_sets_spec_fields_and_names_unknown_ones(setup, tmp_path, capsys):
+    from dlmie import train_captioner
+
+    root, features, _ = setup
+    common = ["--data", str(root), "--features", str(features), "--epochs", "1", "--batch-size", "2"]
+    assert train_captioner.main([*common, "--out", str(tmp_path / "a"), "--set", "nonsense=1"]) == 2
+    assert "has no Spec field nonsense" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_captioner.main([*common, "--out", str(tmp_path / "b"), "--set", "entropy"])
+    assert train_captioner.main([*common, "--model", "show_attend_tell_hard", "--out", str(tmp_path / "c"),
+                                 "--set", "entropy=0.25", "--set", "reinforce=0.5"]) == 0
+    _, meta = checkpoint.load(tmp_path / "c" / "best.npz")
+    assert meta["spec"]["entropy"] == 0.25 and meta["spec"]["reinforce"] == 0.5

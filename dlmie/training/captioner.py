@@ -14,6 +14,7 @@ position in the epoch) lets a resumed run continue bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -234,6 +235,10 @@ def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
             raise ValueError(f"{init} reads {spec.feature_dim}-dimensional features; "
                              f"these are {train_data.features.shape[-1]}-dimensional")
     else:
+        unknown = sorted(set(config.extra) - {f.name for f in dataclasses.fields(module.Spec)})
+        if unknown:
+            raise ValueError(f"{config.model} has no Spec field {', '.join(unknown)}; its fields are "
+                             f"{', '.join(f.name for f in dataclasses.fields(module.Spec))}")
         spec = module.Spec(vocab_size=len(vocab), feature_dim=train_data.features.shape[-1],
                            embed_dim=config.embed_dim, hidden_dim=config.hidden_dim, dropout=config.dropout,
                            **config.extra)
