@@ -140,7 +140,8 @@ def test_extract_features_and_train_captioner(flickr_subset, tmp_path):
 
 @runs("python -m dlmie.eval_captions --checkpoint CKPT --data datasets/flickr8k --split dev --beam 3",
       "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_and_tell.npz --data datasets/flickr8k --split dev --beam 3",
-      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell.npz --data datasets/flickr8k --split dev --beam 3")
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell.npz --data datasets/flickr8k --split dev --beam 3",
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell_hard.npz --data datasets/flickr8k --split dev --beam 3")
 def test_eval_captions(flickr_subset):
     last = run("dlmie.eval_captions", "--checkpoint", "dlmie/models/weights/show_attend_tell.npz",
                "--data", flickr_subset, "--split", "dev", "--beam", 3).strip().splitlines()[-1]
