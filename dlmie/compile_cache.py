@@ -31,6 +31,9 @@ folder and renamed over its final name (atomic on POSIX), so a reader sees a who
 and two writers of one key write equivalent entries. A graph that cannot be keyed (an Op whose
 state does not pickle) is compiled without the cache.
 
+The same folder keeps the `-march=native` flags PyTensor finds for this CPU and compiler, so that
+later processes skip finding them again (see `_MarchFlags`).
+
 The cache lives in `<PyTensor compiledir>/dlmie_graphs`, so `PYTENSOR_FLAGS=base_compiledir=DIR`
 moves it with the C modules; entries unused for `cmodule__age_thresh_use` (24 days) are deleted
 when a new one is written, and deleting the folder is always safe. `DLMIE_GRAPH_CACHE=off` turns
@@ -42,6 +45,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -96,23 +100,75 @@ def function(inputs, outputs, updates=None, mode=None, on_unused_input=None, nam
     ins, cloned = construct_function_ins_and_outs(inputs, outputs, updates=updates)
     mode = get_mode(mode)
     folder = cache_dir()
-    key = None
-    if folder is not None:
-        try:
-            key = graph_key(ins, cloned, mode, on_unused_input)
-        except _Uncacheable as why:
-            _logger.debug("compiling without the graph cache: %s", why)
+    if folder is None:
+        return mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name).create()
+    march = _MarchFlags(folder)
+    try:
+        key = graph_key(ins, cloned, mode, on_unused_input)
+    except _Uncacheable as why:
+        _logger.debug("compiling without the graph cache: %s", why)
+        key = None
     if key is not None:
         path = folder / f"{hashlib.sha256(key.encode()).hexdigest()}.pkl"
         fn = _load(path, key, ins, cloned, mode, name)
         if fn is not None:
+            march.keep()
             return fn
         _logger.debug("compiling %s afresh for %s", name or "a function", path)
     maker = mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name)
     fn = maker.create()
+    march.keep()
     if key is not None:
         _store(folder, key, maker.fgraph)
     return fn
+
+
+class _MarchFlags:
+    """This machine's `-march=native` flags as PyTensor found them, kept next to the graphs.
+
+    Before the first C module of a process, PyTensor asks g++ which flags `-march=native` stands
+    for and compiles and runs a test program with them, close to half a second in every process.
+    The answer depends only on the CPU, the compiler and PyTensor, so it is kept in a file named
+    after those (the CPU's model and feature flags from /proc/cpuinfo) and handed to PyTensor as
+    its own result in the next processes: the C modules' keys, hence the cached modules, are the
+    same. Where /proc/cpuinfo is not readable PyTensor detects the flags as usual.
+    """
+
+    def __init__(self, folder: Path):
+        from pytensor.link.c.cmodule import GCC_compiler
+
+        self._compiler = GCC_compiler
+        self.path, self._read = None, False
+        if GCC_compiler.march_flags is not None:  # found or set already in this process
+            return
+        try:
+            cpu = sorted({line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith(("model name", "flags", "Features", "CPU part"))})
+        except OSError:
+            return
+        config = pytensor.config
+        machine = repr((cpu, config.cxx, config.gcc_version_str, config.gcc__cxxflags, pytensor.__version__))
+        self.path = folder / f"march-{_digest(machine.encode())[:32]}.json"
+        try:
+            flags = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(flags, list) and all(isinstance(f, str) for f in flags):
+            GCC_compiler.march_flags, self._read = flags, True
+
+    def keep(self) -> None:
+        """Write the flags PyTensor found while linking, if it had to find them."""
+        flags = self._compiler.march_flags
+        if self.path is None or self._read or flags is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=".tmp-", suffix=".json",
+                                             delete=False) as tmp:
+                json.dump(flags, tmp)
+            os.replace(tmp.name, self.path)
+        except OSError as err:
+            _logger.warning("could not write %s: %s", self.path, err)
 
 
 # -- the key --------------------------------------------------------------------------------------

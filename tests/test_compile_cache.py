@@ -2,6 +2,7 @@
 same bits as pytensor.function; a corrupt, stale or foreign entry is rebuilt, never used; the key
 follows the graph and the configuration; concurrent writers leave one whole entry."""
 
+import json
 import os
 import re
 import subprocess
@@ -226,3 +227,38 @@ def test_every_library_function_compiles_through_the_cache():
              for n, line in enumerate(path.read_text().splitlines(), 1)
              if re.search(r"(?<![`\w.])pytensor\.function\(", line.split("#")[0])]
     assert calls == []
+
+
+def test_the_march_flags_found_once_are_reused(cache):
+    """The first process's PyTensor finds the -march=native flags and they are written down; the
+    next process hands them to PyTensor, which then never runs its test program; a corrupt file
+    is found anew and rewritten."""
+    if not Path("/proc/cpuinfo").exists():
+        pytest.skip("the flags are kept only where /proc/cpuinfo names the CPU")
+    folder, _ = cache
+    script = """
+import sys
+import dlmie, numpy as np, pytensor, pytensor.tensor as pt
+from pytensor.link.c import cmodule
+from dlmie import compile_cache
+if sys.argv[1] == "reuse":
+    def refuse(flags):
+        raise AssertionError("PyTensor tested the -march flags again")
+    cmodule.try_march_flag = refuse
+x = pt.vector("x")
+assert compile_cache.function([x], pt.exp(x))(np.zeros(2, np.float32)).tolist() == [1, 1]
+print(cmodule.GCC_compiler.march_flags)
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO), DLMIE_GRAPH_CACHE=str(folder))
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", script, mode], env=env, check=True, cwd=REPO,
+                              capture_output=True, text=True).stdout
+
+    found = run("find")
+    (kept,) = folder.glob("march-*.json")
+    assert found.strip() == str(json.loads(kept.read_text()))
+    assert run("reuse") == found
+    kept.write_text("[not json")
+    assert run("find") == found
+    assert str(json.loads(kept.read_text())) == found.strip() and run("reuse") == found
