@@ -139,10 +139,10 @@ def pad2d(x, pad, value=0.0):
     if top == bottom == left == right == 0:
         return x
 
-    def blank(x):
+    def blank(v):
         # Not pt.pad: under floatX=float32 it rounds float64 input through float32 (PyTensor 3.0.7).
-        a, b, h, w = x.shape
-        return pt.alloc(pt.constant(value, dtype=x.dtype), a, b, h + top + bottom, w + left + right)
+        a, b, h, w = v.shape
+        return pt.alloc(pt.constant(value, dtype=v.dtype), a, b, h + top + bottom, w + left + right)
 
     canvas = _alloc_for(x, blank)
     h, w = x.shape[2], x.shape[3]
