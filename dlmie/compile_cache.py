@@ -13,15 +13,16 @@ rewritten graph, so its results are bit-for-bit those of a fresh compile.
 Every compiled function of the library goes through here.
 
 An entry's file name is the SHA-256 of its key, which holds
-- the graph's structure: each variable as the Op, inputs and output index that compute it (Ops
-  by class and pickled state, inner graphs of Scan and OpFromGraph included), each constant by
-  value, each input by position, type and flags (mutable, borrow, has an update). The values of
-  shared variables are not in it: they are inputs of the compiled function, read at every call;
+- the graph's structure: each variable as the Op, inputs and output index that compute it (an
+  Op by its class and pickled state, inner graphs included; an OpFromGraph by its graph and
+  options), each constant by value, each input by position, type and flags (mutable, borrow, has
+  an update). The values of shared variables are not in it: they are inputs of the compiled
+  function, read at every call;
 - the mode (rewrite query, linker and its options) and `on_unused_input`;
 - the versions of Python, NumPy and PyTensor, every PyTensor configuration value, the names of
   all rewrites registered with PyTensor, the source of the module of every Op class in the graph
   and of `dlmie.kernels` (which registers dlmie's rewrites).
-So an entry is never used for another graph or setting: any change makes another key. An entry
+An entry is never used for another graph or setting: any change makes another key. An entry
 also holds its full key and the SHA-256 of its payload; an entry that is corrupt, belongs to
 another key, does not unpickle with the current code or does not link is ignored: the function
 is compiled afresh and the entry replaced.
@@ -59,6 +60,7 @@ import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
+from pytensor.compile.builders import OpFromGraph
 from pytensor.compile.mode import get_mode
 from pytensor.compile.rebuild import construct_function_ins_and_outs
 from pytensor.compile.sharedvalue import SharedVariable
@@ -274,6 +276,13 @@ class _StructurePickler(pickle.Pickler):
             for node in toposort(outputs, blockers=inputs):  # in order: no deep recursion
                 self._node(node)
             return _Graph, (inputs, outputs)
+        if isinstance(obj, OpFromGraph):
+            # Its state also caches the gradient Ops built from it on demand (local functions,
+            # which do not pickle); it is defined, as PyTensor's equality has it, by its graph
+            # and options.
+            fields = ("fgraph", "is_inline", "destroy_map", "shared_inputs", "kwargs", "name",
+                      "pullback_overrides", "pushforward_overrides")
+            return _Op, (type(obj), tuple((f, getattr(obj, f, None)) for f in fields))
         return NotImplemented
 
     def _variable(self, var) -> str:
@@ -294,6 +303,13 @@ class _Graph(NamedTuple):
 
     inputs: tuple
     outputs: tuple
+
+
+class _Op(NamedTuple):
+    """An Op as `_StructurePickler` writes one whose whole state does not define it."""
+
+    cls: type
+    fields: tuple
 
 
 class _StructureKey:

@@ -156,7 +156,8 @@ def test_the_key_follows_constants_types_flags_and_configuration(cache):
 
 def test_the_key_is_the_same_in_another_process(cache):
     """Keys must not depend on what else a process built (PyTensor numbers its variables in
-    creation order and records tracebacks); the word embedding brings an OpFromGraph along."""
+    creation order and records tracebacks); the word embedding brings an OpFromGraph along, whose
+    gradient leaves an unpicklable cache on it."""
     folder, rewrites = cache
     script = """
 import dlmie
@@ -166,16 +167,20 @@ for _ in range(3):
     pt.matrix() + 1  # other variables first: different automatic names
 words = pt.lmatrix("words")
 table = pytensor.shared(np.ones((5, 3), np.float32), name="table")
-compile_cache.function([words], L.word_embedding(words, table).sum(axis=1))
+out = L.word_embedding(words, table).sum(axis=1)
+compile_cache.function([words], [out, pytensor.grad(out.sum(), table)])
 """
     env = dict(os.environ, PYTHONPATH=str(REPO), DLMIE_GRAPH_CACHE=str(folder))
     subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=REPO)
     assert len(entries(folder)) == 1
     words = pt.lmatrix("words")
     table = pytensor.shared(np.ones((5, 3), np.float32), name="table")
-    f = compile_cache.function([words], L.word_embedding(words, table).sum(axis=1))
+    out = L.word_embedding(words, table).sum(axis=1)
+    f = compile_cache.function([words], [out, pytensor.grad(out.sum(), table)])
     assert rewrites == [], "the entry written by another process was not used"
-    assert np.array_equal(f(np.array([[0, 4]])), np.full((1, 3), 2, np.float32))
+    value, grad = f(np.array([[0, 4]]))
+    assert np.array_equal(value, np.full((1, 3), 2, np.float32))
+    assert np.array_equal(grad, np.array([[1] * 3, [0] * 3, [0] * 3, [0] * 3, [1] * 3], np.float32))
 
 
 def test_concurrent_writers_leave_one_whole_entry(cache):
