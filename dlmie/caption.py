@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlmie import cli
 from dlmie.cli import USER_ERRORS, report
 from dlmie.data.features import encode_files
 from dlmie.images import load_image
@@ -67,4 +68,4 @@ def write_attention_figure(out: Path, image, decoded, captioner, grid) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.finish(main())

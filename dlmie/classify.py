@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from dlmie import cli
 from dlmie.cli import USER_ERRORS, report
 from dlmie.images import load_image
 from dlmie.models.classifier import CLASSIFIERS, DEFAULT_MODEL, load_classifier
@@ -45,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.finish(main())

@@ -19,7 +19,8 @@ Why each setting:
   Setting the flags ourselves also keeps PyTensor's "could not link to a BLAS" warning away.
   ``DLMIE_BLAS=system`` or ``DLMIE_BLAS=wheel`` forces one of the two (the benchmarks compare them).
 - The compile cache is PyTensor's ``compiledir`` (``~/.pytensor`` by default), which persists
-  between runs; ``PYTENSOR_FLAGS=base_compiledir=DIR`` moves it.
+  between runs; ``PYTENSOR_FLAGS=base_compiledir=DIR`` moves it, with the rewritten graphs that
+  ``dlmie.compile_cache`` keeps in it.
 
 Anything the user sets in ``PYTENSOR_FLAGS`` wins over these defaults.
 """

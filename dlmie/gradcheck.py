@@ -11,6 +11,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie import compile_cache
 
 
 def rel_error(x, y):
@@ -66,13 +67,13 @@ def check_gradients(build, inputs: dict, wrt=None, seed: int = 0, h: float = 1e-
     variables = {name: pt.tensor(name=name, dtype=v.dtype, shape=v.shape) for name, v in values.items()}
     out = build(**variables)
     out = out[0] if isinstance(out, tuple) else out
-    dout_shape = pytensor.function(list(variables.values()), out.shape)(*values.values())
+    dout_shape = compile_cache.function(list(variables.values()), out.shape)(*values.values())
     dout = np.random.default_rng(seed).standard_normal(tuple(dout_shape))
     loss = pt.sum(out * pt.constant(dout))
     grads = pytensor.grad(loss, [variables[n] for n in wrt])
     order = list(values)
-    f_loss = pytensor.function([variables[n] for n in order], loss)
-    f_grads = pytensor.function([variables[n] for n in order], grads)
+    f_loss = compile_cache.function([variables[n] for n in order], loss)
+    f_grads = compile_cache.function([variables[n] for n in order], grads)
     symbolic = f_grads(*values.values())
 
     def current_loss():

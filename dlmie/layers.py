@@ -18,6 +18,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import disconnected_type
+from pytensor.graph.replace import graph_replace
 from pytensor.scalar.basic import ScalarMaximum
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
@@ -111,6 +112,18 @@ def tanh(x):
     return 2 * pt.sigmoid(2 * x) - 1
 
 
+def _alloc_for(x, alloc):
+    """alloc(x): an array whose shape is computed from x's, without the cost of building it on x.
+
+    PyTensor's Alloc constant-folds its symbolic shape when it is built, cloning the whole graph
+    that computes x: a network's padding canvases and bias rows made building it quadratic in its
+    depth. Built on a fresh variable of x's type, which x then replaces, the cloned graph is one
+    node; the result is the same graph.
+    """
+    stand_in = x.type()
+    return graph_replace(alloc(stand_in), {stand_in: x})
+
+
 def pad2d(x, pad, value=0.0):
     """Pad the height and width axes of a 4-D tensor with a constant.
 
@@ -125,9 +138,14 @@ def pad2d(x, pad, value=0.0):
     top, bottom, left, right = (pad,) * 4 if np.ndim(pad) == 0 else pad
     if top == bottom == left == right == 0:
         return x
-    # Not pt.pad: under floatX=float32 it rounds float64 input through float32 (PyTensor 3.0.7).
-    a, b, h, w = x.shape
-    canvas = pt.alloc(pt.constant(value, dtype=x.dtype), a, b, h + top + bottom, w + left + right)
+
+    def blank(v):
+        # Not pt.pad: under floatX=float32 it rounds float64 input through float32 (PyTensor 3.0.7).
+        a, b, h, w = v.shape
+        return pt.alloc(pt.constant(value, dtype=v.dtype), a, b, h + top + bottom, w + left + right)
+
+    canvas = _alloc_for(x, blank)
+    h, w = x.shape[2], x.shape[3]
     return pt.set_subtensor(canvas[:, :, top : top + h, left : left + w], x)
 
 
@@ -190,7 +208,9 @@ def conv2d(x, w, b, stride=1, pad=0):
     out_w = conv_output_size(width, kw, stride, pad)
     columns = Im2Col(kh, kw, stride, pad)(x)  # (C * HH * WW, N * H' * W')
     filters = w.reshape((w.shape[0], -1))
-    ones = pt.ones((1, columns.shape[1]), dtype=columns.dtype)
+    # The bias enters as a rank-1 product b 1^T rather than a broadcast add, so that its
+    # gradient is a matrix-vector product (BLAS) instead of PyTensor's slower row-sum loop.
+    ones = _alloc_for(columns, lambda c: pt.ones((1, c.shape[1]), dtype=c.dtype))
     out = pt.dot(filters, columns) + pt.dot(b.dimshuffle(0, "x"), ones)  # (F, N * H' * W')
     return out.reshape((w.shape[0], n, out_h, out_w)).dimshuffle(1, 0, 2, 3)
     ### END SOLUTION
@@ -387,9 +407,14 @@ def word_embedding(x, w):
     """
     words, table = pt.lvector("words"), w.type()
     lookup = OpFromGraph([words, table], [table[words]], inline=True, name="word_embedding",
-                         pullback=lambda inputs, _, cotangents: [
-                             disconnected_type(), EmbeddingGrad()(inputs[0], cotangents[0], inputs[1].shape[0])])
+                         pullback=_word_embedding_pullback)
     return lookup(pt.cast(x.flatten(), "int64"), w).reshape((*x.shape, w.shape[1]), ndim=x.ndim + 1)
+
+
+def _word_embedding_pullback(inputs, outputs, cotangents):
+    # A module-level function, not a lambda, so that the Op pickles (dlmie.compile_cache keys it).
+    words, table = inputs
+    return [disconnected_type(), EmbeddingGrad()(words, cotangents[0], table.shape[0])]
 
 
 def temporal_affine(x, w, b):

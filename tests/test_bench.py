@@ -134,3 +134,36 @@ def test_sat_train_step_agrees_with_torch():
         (loss, norm), (ref_loss, ref_norm) = ours(), references["torch"]()
         assert abs(float(loss) - ref_loss) <= cases.AGREEMENT_TOL * ref_loss
         assert abs(float(norm) - ref_norm) <= cases.AGREEMENT_TOL * ref_norm
+
+
+def test_process_benchmarks_take_their_own_rounds(monkeypatch):
+    """A start-up benchmark runs whole processes: the cold one once and without warm-up, the warm
+    one after one warm-up run and at most PROCESS_ROUNDS' number of times."""
+    for name, (warmup, most) in harness.PROCESS_ROUNDS.items():
+        calls = []
+        monkeypatch.setitem(harness.BENCHMARKS, name, lambda: (lambda: calls.append(1), {"torch": "skipped"}))
+        (row,) = harness.rows(name, repeats=20)
+        assert len(calls) == warmup + min(20, most) and row.skipped == "skipped"
+    assert harness.PROCESS_ROUNDS["classify_startup_cold"] == (0, 1)
+
+
+def test_startup_reference_names_what_classify_prints(tmp_path, capsys):
+    """The row compares the top class of `python -m dlmie.classify` with the torch process's; both
+    print the command's format, which `_top_class` reads."""
+    from PIL import Image
+
+    from dlmie import classify
+    from dlmie.checkpoint import load
+
+    image = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+    assert classify.main(["--model", str(cases.STARTUP_MODEL), str(image)]) == 0
+    ours = cases._top_class(capsys.readouterr().out)
+    assert ours in [f"{name} ({wnid})" for name, wnid in zip(*(load(cases.STARTUP_MODEL)[1][k]
+                                                                for k in ("class_names", "wnids")))]
+    if not _has_torch():
+        _, references = cases.classify_startup(cold=False)
+        assert references == {"torch": cases.TORCH_MISSING}
+        return
+    torch_reference.classify_file(cases.STARTUP_MODEL, image)
+    assert cases._top_class(capsys.readouterr().out) == ours

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytensor  # noqa: E402
 import pytest  # noqa: E402
 
-from dlmie import plots  # noqa: E402
+from dlmie import compile_cache, plots  # noqa: E402
 from dlmie.images import Preprocessing  # noqa: E402
 from dlmie.layers import relu, shared_params  # noqa: E402
 from dlmie.models import convnet  # noqa: E402
@@ -64,13 +64,13 @@ def test_linear_saliency_is_the_chosen_class_weights():
 
 def test_gradient_functions_are_compiled_once(monkeypatch):
     net = mlp([np.ones((48, 2))])
-    compiled, compile_function = [], pytensor.function
+    compiled, compile_function = [], compile_cache.function
 
     def counting(*args, **kwargs):
         compiled.append(args)
         return compile_function(*args, **kwargs)
 
-    monkeypatch.setattr(pytensor, "function", counting)
+    monkeypatch.setattr(compile_cache, "function", counting)
     for labels in ([1], [0, 1], [1, 1, 0]):  # other classes, other batch sizes: the same function
         saliency.saliency_map(net, np.ones((len(labels), 3, 4, 4), np.float32), labels)
         saliency.guided_backprop(net, np.ones((len(labels), 3, 4, 4), np.float32), labels)

@@ -10,6 +10,12 @@ one, then loads only what that needs.
 """
 
 import functools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -386,3 +392,62 @@ def sat_train_step(batch: int, size: dict = SAT_SIZE):
     for what, value, reference in zip(("losses", "gradient norms"), ours(), torch_step()):
         assert abs(float(value) - reference) <= AGREEMENT_TOL * abs(reference), f"dlmie and torch SAT {what} disagree"
     return ours, {"torch": torch_step}
+
+
+# ---------------------------------------------------------------- start-up of a command
+
+STARTUP_MODEL = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny_convnet.npz"
+
+
+def _top_class(stdout: str) -> str:
+    """The first class a classify run printed: "  17.3%  dining table (n03201208)" -> "dining table (n03201208)"."""
+    match = re.search(r"^\s+\d+\.\d%\s+(.+)$", stdout, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no class in the output of a classify run:\n{stdout}")
+    return match.group(1)
+
+
+def classify_startup(cold: bool):
+    """`python -m dlmie.classify IMAGE` in a fresh process: import, build, compile, classify one image.
+
+    The committed Tiny-ImageNet classifier on one 64 x 64 image, timed from outside the process,
+    start to exit. Cold: a fresh, empty PyTensor compile dir (base_compiledir) in every run, so the
+    C modules and the rewritten graphs are made anew; warm: one compile dir for every run, filled by
+    the warm-up run. Reference: a process that imports only NumPy, PIL and PyTorch and runs the same
+    model and weights (torch_reference.py as a script). Every reference run checks that it names the
+    same top class as ours did."""
+    from PIL import Image
+
+    import dlmie
+
+    folder = tempfile.TemporaryDirectory(prefix="dlmie-startup-")  # removed with the callables
+    image = Path(folder.name) / "image.png"
+    rows, cols = np.mgrid[0:64, 0:64]
+    Image.fromarray(np.stack([rows * 4, cols * 4, (rows + cols) * 2], axis=-1).astype(np.uint8)).save(image)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(dlmie.__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")])))
+    env.pop("DLMIE_GRAPH_CACHE", None)  # the rewritten graphs live in the compile dir, cold when it is
+    top = {}
+
+    def run(command, compiledir=None):
+        flags = ",".join(filter(None, [env.get("PYTENSOR_FLAGS"), compiledir and f"base_compiledir={compiledir}"]))
+        result = subprocess.run(command, env={**env, "PYTENSOR_FLAGS": flags}, cwd=folder.name,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stderr}")
+        return _top_class(result.stdout)
+
+    def ours():
+        # Cold: a new compile dir per run, left for the folder's removal (deleting it would be timed).
+        compiledir = tempfile.mkdtemp(dir=folder.name) if cold else Path(folder.name) / "compiledir"
+        top["ours"] = run([sys.executable, "-m", "dlmie.classify", "--model", str(STARTUP_MODEL), str(image)],
+                          compiledir)
+
+    if torch_reference.load_torch() is None:
+        return ours, {"torch": TORCH_MISSING}
+
+    def reference():
+        name = run([sys.executable, torch_reference.__file__, str(STARTUP_MODEL), str(image)])
+        assert name == top.get("ours", name), f"dlmie names {top['ours']!r}, torch {name!r}"
+
+    return ours, {"torch": reference}

@@ -32,7 +32,14 @@ BENCHMARKS = {
     "caption_train_step_b128": functools.partial(cases.caption_train_step, 128),
     "caption_beam_search_b100": functools.partial(cases.caption_beam_search, 100),
     "sat_train_step_b64": functools.partial(cases.sat_train_step, 64),
+    "classify_startup_cold": functools.partial(cases.classify_startup, cold=True),
+    "classify_startup_warm": functools.partial(cases.classify_startup, cold=False),
 }
+
+# Benchmarks that time whole processes: (warm-up rounds, at most this many timed rounds). A cold
+# start-up compiles every C module anew (minutes) and has nothing to warm up; the warm one's
+# warm-up run fills its compile dir.
+PROCESS_ROUNDS = {"classify_startup_cold": (0, 1), "classify_startup_warm": (1, 5)}
 
 
 def describe(name: str) -> str:
@@ -89,14 +96,17 @@ class Row:
 
 def rows(name: str, repeats: int):
     """Build benchmark `name` and yield one Row per reference, ours and the reference timed
-    alternately with `repeats` calls each (`median_times`); ours alone where the reference is skipped."""
+    alternately with `repeats` calls each (`median_times`; fewer for PROCESS_ROUNDS); ours alone
+    where the reference is skipped."""
+    warmup, most = PROCESS_ROUNDS.get(name, (2, repeats))
+    repeats = min(repeats, most)
     ours, references = BENCHMARKS[name]()
     for ref_name, ref in references.items():
         if isinstance(ref, str):
-            (ours_s,) = median_times([ours], repeats)
+            (ours_s,) = median_times([ours], repeats, warmup)
             yield Row(name, ref_name, ours_s, skipped=ref)
         else:
-            ours_s, ref_s = median_times([ours, ref], repeats)
+            ours_s, ref_s = median_times([ours, ref], repeats, warmup)
             yield Row(name, ref_name, ours_s, ref_s)
 
 

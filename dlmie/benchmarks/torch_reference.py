@@ -391,3 +391,41 @@ def tflite_graph(graph, params: dict, names, output: int):
         raise ValueError(f"no op writes tensor {output}")
 
     return run
+
+
+def classify_file(model_path, image_path, top: int = 5) -> None:
+    """`python -m dlmie.classify --model MODEL IMAGE` written as a PyTorch user would: read the
+    checkpoint with NumPy, build `classifier` from its spec, read and normalize the image with PIL
+    and NumPy, print the top classes in the command's format. Needs torch.
+
+    Run as a script (``python torch_reference.py MODEL.npz IMAGE``), it is the reference process
+    of the start-up benchmark: it imports NumPy, PIL and PyTorch, not dlmie or PyTensor.
+    """
+    import json
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    torch = load_torch()
+    with np.load(model_path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    spec, pre = SimpleNamespace(**meta["spec"]), meta["preprocessing"]
+    net = classifier(spec, arrays).eval()
+    with Image.open(image_path) as image:
+        image = image.convert("RGB").resize((spec.input_size, spec.input_size), Image.BILINEAR)
+    x = np.asarray(image, np.float32) * (pre.get("scale", 1.0) / 255.0)
+    if pre.get("channel_order", "RGB") == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    with torch.no_grad():
+        probs = torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))), 1)[0].numpy()
+    print(image_path)
+    for k in np.argsort(-probs)[:top]:
+        print(f"  {probs[k]:6.1%}  {meta['class_names'][k]} ({meta['wnids'][k]})")
+
+
+if __name__ == "__main__":
+    import sys
+
+    classify_file(*sys.argv[1:3])

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie import compile_cache
 from dlmie.captioning.composites import CHANCE, CompositeSet
 from dlmie.data.vocab import Vocabulary
 from dlmie.models import show_attend_tell
@@ -79,7 +80,7 @@ def teacher_forced_attention(spec, params: dict, data: CompositeSet, vocab: Voca
     """
     features, captions_in = pt.tensor3("features"), pt.lmatrix("captions")
     _, _, alpha = show_attend_tell.loss(spec, params, features, captions_in, train=False, return_attention=True)
-    attention = pytensor.function([features, captions_in], alpha)
+    attention = compile_cache.function([features, captions_in], alpha)
     captions = vocab.encode(data.tokens, max_length=data.sides.shape[1]).astype(np.int64)
     batches = tqdm(range(0, len(data), batch_size), desc="attention", unit="batch")
     return np.concatenate([attention(data.features(np.arange(s, min(s + batch_size, len(data)))),

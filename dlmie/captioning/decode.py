@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor
+from dlmie import compile_cache
 from dlmie.data.vocab import END, START, Vocabulary
 
 
@@ -59,7 +59,8 @@ class Decoder:
         """Compile a captioner module's decoder_graph with the given parameters."""
         (start_in, start_out), (step_in, step_out) = module.decoder_graph(spec, params)
         # Show and Tell's step does not read the features; the signature is shared anyway.
-        return cls(pytensor.function(start_in, start_out), pytensor.function(step_in, step_out, on_unused_input="ignore"))
+        return cls(compile_cache.function(start_in, start_out),
+                   compile_cache.function(step_in, step_out, on_unused_input="ignore"))
 
     def greedy(self, features: np.ndarray, max_length: int = 20) -> Decoded:
         """The most probable word at every step.

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from dlmie import compile_cache
 from dlmie.images import Preprocessing
 
 
@@ -51,7 +52,7 @@ class Network:
 
     def _function(self, key, outputs):
         if key not in self._compiled:
-            self._compiled[key] = pytensor.function([self.x], outputs)
+            self._compiled[key] = compile_cache.function([self.x], outputs)
         return self._compiled[key]
 
     def _require_scores(self):
@@ -116,5 +117,5 @@ class Network:
         Returns a compiled function; x is (N, 3, S, S) float32.
         """
         value = objective(self.scores, self.activations, *extra_inputs)
-        return pytensor.function([self.x, *extra_inputs], [value, pytensor.grad(value, self.x)])
+        return compile_cache.function([self.x, *extra_inputs], [value, pytensor.grad(value, self.x)])
 

@@ -21,7 +21,6 @@ values differ slightly from TFLite's, which also rounds every activation to 8 bi
 
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ import tflite
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor.tensor as pt
-from pytensor.graph.replace import graph_replace
 from dlmie import layers as L
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX")
@@ -328,17 +326,6 @@ def _convolution(op: Op, w, b, h):
     return L.conv2d(L.pad2d(h, op.pads), w, b, op.stride)  # asymmetric "SAME"; Im2Col pads symmetrically
 
 
-def _on_stand_in(layer, h):
-    """layer(h), built on a fresh variable of h's type that h then replaces.
-
-    PyTensor's Alloc (pad2d's canvas, conv2d's row of ones) constant-folds its symbolic shape when
-    it is built, cloning the whole graph above it: building the network took time quadratic in
-    its depth. Above a stand-in the graph is one layer.
-    """
-    stand_in = h.type()
-    return graph_replace(layer(stand_in), {stand_in: h})
-
-
 def run_graph(graph: Graph, x, params: dict, names=None) -> dict:
     """The graph as a symbolic forward pass.
 
@@ -362,7 +349,7 @@ def run_graph(graph: Graph, x, params: dict, names=None) -> dict:
     for op, name in zip(graph.ops, names):
         h = values[op.inputs[0]]
         if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            out = _on_stand_in(functools.partial(_convolution, op, params[f"{name}.W"], params[f"{name}.b"]), h)
+            out = _convolution(op, params[f"{name}.W"], params[f"{name}.b"], h)
         elif op.kind == "ADD":
             out = h + values[op.inputs[1]]
         elif op.kind == "AVERAGE_POOL_2D":

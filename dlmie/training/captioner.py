@@ -23,7 +23,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
-from dlmie import checkpoint, layers as L, optim
+from dlmie import checkpoint, compile_cache, layers as L, optim
 from dlmie.config import training_mode
 from dlmie.data import flickr8k
 from dlmie.data.captions import pair_features
@@ -114,10 +114,10 @@ class CaptionerTrainer:
         # Adam's moments, and what the loss keeps besides the generator (hard attention's baseline)
         self.optimizer = {v.name: v for v in optim.optimizer_state(updates + loss_updates,
                                                                     [self.params[n] for n in names] + [self.rng])}
-        self.train_step = pytensor.function([features, captions], [loss, norm], updates=updates + loss_updates,
-                                            mode=training_mode())
+        self.train_step = compile_cache.function([features, captions], [loss, norm], updates=updates + loss_updates,
+                                                 mode=training_mode())
         val_loss, _ = self.module.loss(spec, self.params, features, captions, train=False)
-        self.val_loss = pytensor.function([features, captions], val_loss)
+        self.val_loss = compile_cache.function([features, captions], val_loss)
 
     def weights(self) -> dict:
         return {name: p.get_value() for name, p in self.params.items()}

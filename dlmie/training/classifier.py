@@ -19,7 +19,7 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
-from dlmie import checkpoint, layers as L, optim
+from dlmie import checkpoint, compile_cache, layers as L, optim
 from dlmie.config import training_mode
 from dlmie.data.tiny_imagenet import load_split
 from dlmie.images import Preprocessing
@@ -91,10 +91,10 @@ class ClassifierTrainer:
         updates = optim.momentum(trainable, pytensor.grad(loss, trainable), self.lr, config.momentum)
         self.velocities = {v.name: v for v in optim.optimizer_state(updates, trainable)}
         correct = pt.sum(pt.eq(pt.argmax(scores, axis=1), y))
-        self.train_step = pytensor.function([x, y], [data_loss, correct], updates=updates + bn_updates,
-                                            mode=training_mode())
+        self.train_step = compile_cache.function([x, y], [data_loss, correct], updates=updates + bn_updates,
+                                                 mode=training_mode())
         eval_scores, _, _ = convnet.forward(self.spec, self.params, x, train=False)
-        self.scores = pytensor.function([x], eval_scores)
+        self.scores = compile_cache.function([x], eval_scores)
 
     def state(self) -> dict:
         """Weights, running statistics and velocities as NumPy arrays, for a checkpoint."""

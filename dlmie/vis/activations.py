@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor
+from dlmie import compile_cache
 from dlmie.vis.ascent import gradient_function
 from dlmie.vis.objectives import Input, Objective
 
@@ -39,7 +39,7 @@ def layer_activations(net, x: np.ndarray) -> dict:
     - dict layer name -> (N, C, H', W') for a spatial layer or (N, D), float32, input to output order
     """
     if net not in _FORWARD:
-        _FORWARD[net] = pytensor.function([net.x], list(net.activations.values()))
+        _FORWARD[net] = compile_cache.function([net.x], list(net.activations.values()))
     outputs = _FORWARD[net](np.asarray(x, np.float32))
     return dict(zip(net.activations, outputs))
 
@@ -111,7 +111,7 @@ def _grid_shape(net, layer: str, size: int) -> tuple[int, int]:
     """(H', W') of a spatial layer's grid for size x size inputs."""
     shapes = _SHAPES.setdefault(net, {})
     if layer not in shapes:
-        shapes[layer] = pytensor.function([net.x], net.layer_output(layer).shape)
+        shapes[layer] = compile_cache.function([net.x], net.layer_output(layer).shape)
     shape = shapes[layer](np.zeros((1, 3, size, size), np.float32))
     if len(shape) != 4:
         raise ValueError(f"{layer} is not a spatial layer")
