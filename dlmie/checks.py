@@ -20,8 +20,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
-import pytensor
 import pytensor.tensor as pt
+from dlmie import compile_cache
 from dlmie.data import REPO_ROOT
 from dlmie.gradcheck import check_gradients, numerical_gradient, rel_error
 
@@ -104,7 +104,7 @@ def _compile(build, inputs: dict, ints=()):
                  for name, value in inputs.items()}
     outputs = build(**variables)
     outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    f = pytensor.function(list(variables.values()), list(outputs), on_unused_input="ignore")
+    f = compile_cache.function(list(variables.values()), list(outputs), on_unused_input="ignore")
     return tuple(f(*(np.asarray(v, "int64" if n in ints else "float64") for n, v in inputs.items())))
 
 

@@ -18,8 +18,10 @@ import base64
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,13 +128,13 @@ class Browser:
     """Headless Chromium with remote debugging on a free port, one page open; a context manager."""
 
     def __init__(self, executable: str, timeout: float = 60):
-        self.profile = tempfile.TemporaryDirectory(prefix="dlmie-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="dlmie-chromium-", ignore_cleanup_errors=True)
         self.process = subprocess.Popen(
             [executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
              "--disable-background-networking", "--remote-debugging-port=0",
              f"--user-data-dir={self.profile.name}", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port = self._port(timeout)
             targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout).read())
@@ -160,12 +162,23 @@ class Browser:
     def close(self):
         if getattr(self, "tools", None):
             self.tools.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # Chromium's helper processes (renderer, crash handler) outlive the browser process for a
+        # moment and keep writing into the profile: end the whole process group, then remove it.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for _ in range(50):
+            shutil.rmtree(self.profile.name, ignore_errors=True)
+            if not Path(self.profile.name).exists():
+                break
+            time.sleep(0.1)
         self.profile.cleanup()
 
     def __enter__(self):
