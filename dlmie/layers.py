@@ -401,7 +401,7 @@ def temporal_affine(x, w, b):
     return (pt.dot(x.reshape((n * t, d)), w) + b).reshape((n, t, w.shape[1]))
 
 
-def temporal_softmax_loss(scores, y, mask):
+def temporal_softmax_loss(scores, y, mask, weights=None):
     """Softmax cross-entropy at every time step, counting only the steps where mask is 1;
     summed over time and averaged over the minibatch (cs231n's convention).
 
@@ -409,9 +409,14 @@ def temporal_softmax_loss(scores, y, mask):
     - scores: (N, T, V) scores over the vocabulary
     - y: (N, T) integer targets in [0, V)
     - mask: (N, T) 1 where y is a real word, 0 at padding
+    - weights: (N,) how much each sequence counts (e.g. self-critical training's advantages), or
+      None for 1 each
     Returns:
-    - loss: scalar, -sum_{n,t} mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
+    - loss: scalar, -sum_{n,t} weights[n] * mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
     """
     n, t, v = scores.shape
+    mask = pt.cast(mask, scores.dtype)
+    if weights is not None:
+        mask = mask * pt.cast(weights, scores.dtype).dimshuffle(0, "x")
     row_losses, _ = SoftmaxCrossEntropy()(scores.reshape((n * t, v)), y.flatten())
-    return (row_losses * pt.cast(mask.flatten(), scores.dtype)).sum() / pt.cast(n, scores.dtype)
+    return (row_losses * mask.flatten()).sum() / pt.cast(n, scores.dtype)

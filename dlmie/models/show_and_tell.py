@@ -62,7 +62,7 @@ def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
-def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
+def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, weights=None):
     """The teacher-forced training loss.
 
     Inputs:
@@ -71,6 +71,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
       captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets
     - train: dropout on (True) or off
     - rng: a shared generator for dropout (pt.random.shared_rng), needed when train and dropout > 0
+    - weights: (N,) how much each caption's cross-entropy counts (self-critical training), or None for 1 each
     Returns:
     - loss: scalar, summed over time and averaged over the minibatch (cs231n's convention)
     - updates: the dropout generator's update
@@ -83,7 +84,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
     h, updates = L.dropout(h[:, 1:], spec.dropout, rng, train)  # the image step predicts nothing
     scores = L.temporal_affine(h, params["out.W"], params["out.b"])
     mask = pt.neq(words_out, 0)  # <NULL> is index 0
-    return L.temporal_softmax_loss(scores, words_out, mask), updates
+    return L.temporal_softmax_loss(scores, words_out, mask, weights), updates
 
 
 def decoder_graph(spec: Spec, params: dict):
