@@ -2,7 +2,8 @@
 Stanford PTB tokenizer, BLEU-1..4 (Papineni 2002), METEOR (Banerjee & Lavie 2005), ROUGE-L (Lin
 2004) and CIDEr (Vedantam 2015). The tokenizer and METEOR run in Java (installed with the
 course's environment). SPICE (Anderson 2016) downloads a Stanford CoreNLP model at first use,
-so it is optional and skipped, with a message, when that is not possible.
+so it is optional and skipped, with a message, when that is not possible. `diversity` measures
+how varied a captioner's output is, beside the metrics.
 """
 
 from __future__ import annotations
