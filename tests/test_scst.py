@@ -105,17 +105,21 @@ def test_mean_of_others_baseline_is_unbiased():
     np.testing.assert_allclose(expected_estimate(np.full(4, 0.7)), 0.0, atol=1e-12)
 
 
-def toy_task(reward, lr=0.05, baseline="mean", samples=4, seed=0):
-    """A small Show and Tell on 6 random images with SCST around it; no dev set."""
+def toy_task(reward, lr=0.05, baseline="mean", samples=4, seed=0, entropy=0.0, favour=None):
+    """A small Show and Tell on 6 random images with SCST around it; no dev set. `favour`: a word
+    the output bias makes far more probable than the others."""
     module, spec, shape = MODELS["show_and_tell"]
     config = CaptionerConfig(model="show_and_tell", lr=lr, max_length=3, seed=seed)
-    trainer = CaptionerTrainer(config, spec, module.init_params(spec, seed), weighted=True)
+    weights = module.init_params(spec, seed)
+    if favour is not None:
+        weights["out.b"][favour] = 4.0
+    trainer = CaptionerTrainer(config, spec, weights, weighted=True)
     features = np.random.default_rng(seed).standard_normal((6, *shape)).astype(np.float32)
     captions = np.array([[1, 4, 5, 2, 0]] * 6)
     data = CaptionData(features, captions, np.arange(6), [["x"]] * 6, [f"{i}.jpg" for i in range(6)])
     words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{i}" for i in range(4, 9)]
     task = SelfCriticalTask(trainer, Decoder.compile(module, spec, trainer.params), data, None, reward, None, words,
-                            SCSTConfig(samples=samples, baseline=baseline, images=3), {})
+                            SCSTConfig(samples=samples, baseline=baseline, images=3, entropy=entropy), {})
     return task, features
 
 
@@ -131,6 +135,19 @@ def test_scst_raises_the_rewarded_word():
     fit(task, None, LoopConfig(epochs=15, checkpoint_minutes=None))
     after = first_word_probability(task, features, 6)
     assert before < 0.2 and after > 2 * before + 0.2, (before, after)
+
+
+def test_entropy_bonus_spreads_a_peaked_distribution():
+    """With nothing to gain from the reward, the entropy bonus alone flattens the first word's distribution."""
+    task, features = toy_task(lambda tokens, images: np.zeros(len(tokens)), entropy=0.5, favour=6)
+
+    def first_word_entropy():
+        log_probs, *_ = task.decoder.step(np.full(len(features), 1, np.int64), *task.decoder.start(features), features)
+        return float(-(np.exp(log_probs) * log_probs).sum(axis=1).mean())
+
+    before = first_word_entropy()
+    fit(task, None, LoopConfig(epochs=10, checkpoint_minutes=None))
+    assert first_word_entropy() > before + 0.3, (before, first_word_entropy())
 
 
 @pytest.mark.parametrize("baseline", ["mean", "greedy"])
