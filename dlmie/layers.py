@@ -431,18 +431,23 @@ def temporal_affine(x, w, b):
     return (pt.dot(x.reshape((n * t, d)), w) + b).reshape((n, t, w.shape[1]))
 
 
-def temporal_softmax_loss(scores, y, mask):
+def temporal_softmax_loss(scores, y, mask, weights=None):
     """Softmax cross-entropy at every time step, counting only the steps where mask is 1;
     summed over time and averaged over the minibatch (cs231n's convention).
 
     Inputs:
     - scores: (N, T, V) scores over the vocabulary
     - y: (N, T) integer targets in [0, V)
-    - mask: (N, T) 1 where y is a real word, 0 at padding
+    - mask: (N, T) 1 where y is a real word, 0 at padding (any non-negative float: a step's weight)
+    - weights: (N,) how much each sequence counts (e.g. self-critical training's advantages), or
+      None for 1 each
     Returns:
-    - loss: scalar, -sum_{n,t} mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
+    - loss: scalar, -sum_{n,t} weights[n] * mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
     """
     n, t, v = scores.shape
+    if weights is not None:
+        # A caption's weight scales its steps' mask: the cross-entropy below stays the plain one.
+        mask = pt.cast(mask, scores.dtype) * pt.cast(weights, scores.dtype).dimshuffle(0, "x")
     # SoftmaxCrossEntropy()(scores (M, V), y (M,)) returns (losses (M,), logsumexp (M,)), the first
     # being -log softmax(scores[m])[y[m]] for every row m: flatten the N * T steps into rows.
     ### BEGIN SOLUTION

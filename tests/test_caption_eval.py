@@ -63,11 +63,22 @@ def tiny_setup(tmp_path, monkeypatch):
     return root, tmp_path / "run" / "best.npz"
 
 
-def test_eval_captions_command(tiny_setup, capsys):
+def test_eval_captions_command(tiny_setup, tmp_path, capsys):
     root, ckpt = tiny_setup
     assert eval_captions.main(["--checkpoint", str(ckpt), "--data", str(root), "--split", "dev", "--beam", "2"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", last)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", lines[-1])
+    assert any(line.startswith("diversity on the 2 dev images") for line in lines)
+    assert any(re.search(r"BLEU-4 \d\.\d{3} \[\S+, \S+\]  CIDEr \d\.\d{3} \[", line) for line in lines)
+    # the same weights under another name: a paired difference of exactly 0, within noise
+    twin = tmp_path / "twin.npz"
+    twin.write_bytes(ckpt.read_bytes())
+    assert eval_captions.main(["--checkpoint", str(ckpt), "--data", str(root), "--split", "dev", "--beam", "2",
+                               "--compare", str(twin), "--resamples", "50"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "  CIDEr  +0.000 [+0.000, +0.000]  includes 0: within noise" in lines
+    assert lines[-3].startswith(f"show_and_tell {twin}: BLEU-1=")
+    assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", lines[-1])
     (root / "Flicker8k_Dataset" / "e.jpg").unlink()  # the test split is {e}
     assert eval_captions.main(["--checkpoint", str(ckpt), "--data", str(root), "--split", "test"]) == 2
     assert "none of the 1 images of the test list" in capsys.readouterr().err

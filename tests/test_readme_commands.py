@@ -122,7 +122,8 @@ def test_train_classifier_resume_and_export(tiny_subset, tmp_path):
 
 
 @runs("python -m dlmie.extract_features --encoder mobilenet_v2 --data flickr8k --out build/features/flickr8k_mobilenet_v2_conv_last.h5",
-      "python -m dlmie.train_captioner --model show_and_tell [--resume]")
+      "python -m dlmie.train_captioner --model show_and_tell [--resume]",
+      "python -m dlmie.train_captioner --model show_attend_tell --scst --init dlmie/models/weights/show_attend_tell.npz")
 def test_extract_features_and_train_captioner(flickr_subset, tmp_path):
     import h5py
 
@@ -136,6 +137,11 @@ def test_extract_features_and_train_captioner(flickr_subset, tmp_path):
     run("dlmie.train_captioner", "--model", "show_and_tell", *common, "--epochs", 1)
     run("dlmie.train_captioner", "--model", "show_and_tell", *common, "--resume", "--epochs", 2)
     assert (out / "best.npz").exists() and len((out / "log.jsonl").read_text().splitlines()) == 2
+    scst = tmp_path / "scst"
+    run("dlmie.train_captioner", "--model", "show_attend_tell", "--scst", "--init",
+        "dlmie/models/weights/show_attend_tell.npz", "--data", flickr_subset, "--features", features, "--out", scst,
+        "--epochs", 1, "--scst-images", 2)
+    assert (scst / "best.npz").exists() and len((scst / "log.jsonl").read_text().splitlines()) == 1
 
 
 @runs("python -m dlmie.eval_captions --checkpoint CKPT --data datasets/flickr8k --split dev --beam 3",
@@ -146,6 +152,17 @@ def test_eval_captions(flickr_subset):
     last = run("dlmie.eval_captions", "--checkpoint", "dlmie/models/weights/show_attend_tell.npz",
                "--data", flickr_subset, "--split", "dev", "--beam", 3).strip().splitlines()[-1]
     assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", last), last
+
+
+@runs("python -m dlmie.eval_captions --checkpoint CKPT --data datasets/flickr8k --split dev --beam 3 [--compare CKPT2]",
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell_scst.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_attend_tell.npz",
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_and_tell.npz")
+def test_eval_captions_compare(flickr_subset):
+    out = run("dlmie.eval_captions", "--checkpoint", "dlmie/models/weights/show_attend_tell_scst.npz", "--data",
+              flickr_subset, "--split", "dev", "--beam", 3, "--compare", "dlmie/models/weights/show_attend_tell.npz")
+    lines = out.strip().splitlines()
+    assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", lines[-1])
+    assert any("distinct" in line for line in lines) and any("paired" in line for line in lines), out
 
 
 @runs("python -m dlmie.caption [--checkpoint CKPT] [--attention OUT.png] IMAGE...")

@@ -13,6 +13,9 @@ Beam search keeps the K best partial captions per image, ranked by their summed
 log-probabilities. A caption that has produced <END> stays in the beam unchanged (it can
 only "continue" with <END> at no cost) until it falls out of the K best or decoding ends. A
 caption that never produces <END> is cut at `max_length` words and returned as it is.
+
+`Decoder.sample` draws captions from the model's distribution instead, and `Decoder.score` reads
+given captions' log-probabilities: what self-critical training (dlmie.training.scst) needs.
 """
 
 from __future__ import annotations
@@ -90,6 +93,66 @@ class Decoder:
                 break
         attention = _per_caption_maps(maps, length) if maps and maps[0].shape[1] else None
         return Decoded([out[i, : length[i]].tolist() for i in range(n)], attention, total)
+
+    def sample(self, features: np.ndarray, rng: np.random.Generator, max_length: int = 20) -> Decoded:
+        """One caption per image drawn word by word from the model's distribution (multinomial
+        sampling, as self-critical training needs). <NULL> and <START>, never targets in training,
+        are never drawn; the log-probabilities returned are the model's own.
+
+        Inputs:
+        - features: (N, D) or (N, L, D) float32; repeat rows to draw several captions per image
+        - rng: the generator of the draws
+        - max_length: at most this many words before <END>
+        Returns a Decoded whose log_prob is each caption's summed log-probability, with its <END>
+        if it has one: what the teacher-forced loss of the same caption sums.
+        """
+        features = np.asarray(features, np.float32)
+        n = len(features)
+        state = self.start(features)
+        words = np.full(n, START, dtype=np.int64)
+        out = np.zeros((n, max_length), dtype=np.int64)
+        maps, total = [], np.zeros(n)
+        finished = np.zeros(n, dtype=bool)
+        length = np.full(n, max_length)
+        for t in range(max_length):
+            log_probs, *state, attention = self.step(words, *state, features)
+            probs = np.exp(log_probs.astype(np.float64))
+            probs[:, :START + 1] = 0.0
+            cdf = np.cumsum(probs, axis=1)
+            words = np.argmax(cdf > rng.random(n)[:, None] * cdf[:, -1:], axis=1)
+            total += np.where(finished, 0.0, log_probs[np.arange(n), words])
+            newly = ~finished & (words == END)
+            length[newly] = t
+            finished |= newly
+            out[:, t] = words
+            maps.append(attention)
+            if finished.all():
+                break
+        attention = _per_caption_maps(maps, length) if maps and maps[0].shape[1] else None
+        return Decoded([out[i, : length[i]].tolist() for i in range(n)], attention, total)
+
+    def score(self, features: np.ndarray, words: list) -> np.ndarray:
+        """The summed log-probability of given captions, read word by word through the step function.
+
+        Inputs:
+        - features: (N, D) or (N, L, D) float32
+        - words: N lists of word ids (no <START>); a caption ending with <END> counts it
+        Returns (N,) float64.
+        """
+        features = np.asarray(features, np.float32)
+        n, steps = len(features), max((len(w) for w in words), default=0)
+        padded = np.full((n, steps), -1, dtype=np.int64)  # -1: past the caption's end
+        for i, w in enumerate(words):
+            padded[i, : len(w)] = w
+        state = self.start(features)
+        previous = np.full(n, START, dtype=np.int64)
+        total = np.zeros(n)
+        for t in range(steps):
+            log_probs, *state, _ = self.step(previous, *state, features)
+            present = padded[:, t] >= 0
+            total[present] += log_probs[present, padded[present, t]]
+            previous = np.where(present, padded[:, t], END)
+        return total
 
     def beam_search(self, features: np.ndarray, beam_size: int = 3, max_length: int = 20,
                     length_penalty: float = 0.0) -> Decoded:

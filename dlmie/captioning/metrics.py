@@ -2,7 +2,8 @@
 Stanford PTB tokenizer, BLEU-1..4 (Papineni 2002), METEOR (Banerjee & Lavie 2005), ROUGE-L (Lin
 2004) and CIDEr (Vedantam 2015). The tokenizer and METEOR run in Java (installed with the
 course's environment). SPICE (Anderson 2016) downloads a Stanford CoreNLP model at first use,
-so it is optional and skipped, with a message, when that is not possible.
+so it is optional and skipped, with a message, when that is not possible. `diversity` measures
+how varied a captioner's output is, beside the metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,32 @@ import shutil
 import sys
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def tokenize(references: dict, candidates: dict) -> tuple[dict, dict]:
+    """The PTB tokenization every metric here reads (lower case, punctuation split off and removed).
+
+    Inputs:
+    - references: image id -> list of reference captions (raw strings)
+    - candidates: image id -> one generated caption (str), for exactly the same ids
+    Returns:
+    - (refs, cands): image id -> list of tokenized captions (str, words separated by spaces);
+      cands' lists hold one caption. This is pycocoevalcap's input format.
+    """
+    if set(references) != set(candidates):
+        raise ValueError(f"references and candidates must cover the same images "
+                         f"({len(set(references) ^ set(candidates))} ids differ)")
+    if not candidates:
+        raise ValueError("nothing to evaluate: no candidates")
+    if shutil.which("java") is None:
+        raise RuntimeError("the COCO caption metrics need Java (the PTB tokenizer and METEOR are Java programs); "
+                           "install a JDK, e.g. conda install openjdk")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    refs = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+    cands = tokenizer.tokenize({k: [{"caption": candidates[k]}] for k in references})
+    return refs, cands
 
 
 def evaluate(references: dict, candidates: dict, spice: bool = False) -> dict:
@@ -24,23 +51,16 @@ def evaluate(references: dict, candidates: dict, spice: bool = False) -> dict:
     - dict metric name -> score in METRICS order (and "SPICE" when computed); BLEU, METEOR,
       ROUGE-L in [0, 1]; CIDEr in [0, 10], about 1 for a good COCO model
     """
-    if set(references) != set(candidates):
-        raise ValueError(f"references and candidates must cover the same images "
-                         f"({len(set(references) ^ set(candidates))} ids differ)")
-    if not candidates:
-        raise ValueError("nothing to evaluate: no candidates")
-    if shutil.which("java") is None:
-        raise RuntimeError("the COCO caption metrics need Java (the PTB tokenizer and METEOR are Java programs); "
-                           "install a JDK, e.g. conda install openjdk")
+    return evaluate_tokenized(*tokenize(references, candidates), spice=spice)
+
+
+def evaluate_tokenized(refs: dict, cands: dict, spice: bool = False) -> dict:
+    """`evaluate` on captions already tokenized by `tokenize`."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    tokenizer = PTBTokenizer()
-    refs = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
-    cands = tokenizer.tokenize({k: [{"caption": candidates[k]}] for k in references})
     scores = {}
     bleu, _ = Bleu(4).compute_score(refs, cands, verbose=0)
     scores.update({f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)})
@@ -59,6 +79,23 @@ def evaluate(references: dict, candidates: dict, spice: bool = False) -> dict:
         except Exception as err:  # noqa: BLE001 - any failure of the optional download/Java run
             print(f"SPICE skipped: {err} (it downloads Stanford CoreNLP at first use)", file=sys.stderr)
     return scores
+
+
+def diversity(captions, training_tokens) -> dict:
+    """How varied a captioner's output is (self-critical training is known to narrow it).
+
+    Inputs:
+    - captions: M generated captions (str, words separated by spaces, as Vocabulary.decode writes them)
+    - training_tokens: the training captions as token lists (CaptionSplit.tokens)
+    Returns dict:
+    - "captions": M; "distinct": how many different captions there are
+    - "vocabulary": how many different words they use
+    - "copied": the share of the M captions that are some training caption word for word
+    """
+    words = [tuple(c.split()) for c in captions]
+    training = set(map(tuple, training_tokens))
+    return {"captions": len(words), "distinct": len(set(words)), "vocabulary": len(set(w for c in words for w in c)),
+            "copied": sum(c in training for c in words) / max(len(words), 1)}
 
 
 def _close_meteor(meteor) -> None:

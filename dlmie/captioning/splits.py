@@ -1,7 +1,7 @@
-"""The images of a Flickr8k split, encoded and captioned with a trained captioner.
+"""The images of a Flickr8k split, encoded for a trained captioner.
 
     names, features, references = split_features(captioner, root, "dev")
-    references, candidates = caption_split(captioner, root, "dev", beam_size=3)
+    captions = captioner.caption(features, beam_size=3).captions(captioner.vocab)
 """
 
 from __future__ import annotations
@@ -40,12 +40,3 @@ def split_features(captioner, root: Path | None, split: str, batch_size: int = 1
     references = dict(zip(data.images, data.references()))
     return names, np.concatenate(feats), [references[n] for n in names]
 
-
-def caption_split(captioner, root: Path, split: str, beam_size: int):
-    """Caption the present images of one Flickr8k split.
-
-    Returns (references: image name -> list of captions, candidates: image name -> caption).
-    """
-    names, feats, references = split_features(captioner, root, split)
-    decoded = captioner.caption(feats, beam_size=beam_size)
-    return dict(zip(names, references)), dict(zip(names, decoded.captions(captioner.vocab)))

@@ -62,7 +62,7 @@ def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
-def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool, rng=None):
+def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, weights=None):
     """The teacher-forced training loss (the module's `loss`).
 
     Inputs:
@@ -72,6 +72,7 @@ def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool
       captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets
     - train: dropout on (True) or off
     - rng: a shared generator for dropout (pt.random.shared_rng), needed when train and dropout > 0
+    - weights: (N,) how much each caption's cross-entropy counts (self-critical training), or None for 1 each
     Returns a tuple of:
     - loss: scalar, summed over time and averaged over the minibatch (cs231n's convention)
     - updates: the dropout generator's update (L.dropout's)
@@ -81,7 +82,7 @@ def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool
     # then the embedded words (L.word_embedding). h_0 = 0 and c_0 = 0 (rnn.lstm's default c0).
     # The image step predicts nothing: score the hidden states of the word steps only, after
     # L.dropout(h, spec.dropout, rng, train), with L.temporal_affine (out.W, out.b). <NULL> is
-    # word 0: the mask is pt.neq(words_out, 0); L.temporal_softmax_loss does the rest.
+    # word 0: the mask is pt.neq(words_out, 0); L.temporal_softmax_loss (passing `weights` on) does the rest.
     ### BEGIN SOLUTION
     image = L.affine(features, params["img.W"], params["img.b"])  # (N, E)
     inputs = pt.concatenate([image.dimshuffle(0, "x", 1), L.word_embedding(words_in, params["embed.W"])], axis=1)
@@ -90,7 +91,7 @@ def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool
     h, updates = L.dropout(h[:, 1:], spec.dropout, rng, train)
     scores = L.temporal_affine(h, params["out.W"], params["out.b"])
     mask = pt.neq(words_out, 0)
-    return L.temporal_softmax_loss(scores, words_out, mask), updates
+    return L.temporal_softmax_loss(scores, words_out, mask, weights), updates
     ### END SOLUTION
 
 

@@ -125,7 +125,8 @@ def _deep_output(params, embedded, h, z):
     return embedded + pt.dot(h, params["out.Lh"]) + pt.dot(z, params["out.Lz"])
 
 
-def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, return_attention: bool = False):
+def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, return_attention: bool = False,
+         weights=None):
     """The teacher-forced loss with the doubly stochastic penalty.
 
     Inputs:
@@ -133,6 +134,8 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     - captions: (N, T + 1) int, <START> w_1 ... <END> <NULL> ...
     - train: dropout on or off; rng: the dropout generator (pt.random.shared_rng)
     - return_attention: also return the attention weights (N, T, L)
+    - weights: (N,) how much each caption's cross-entropy counts (self-critical training), or None
+      for 1 each; the penalty is not weighted
     Returns:
     - loss: scalar, cross-entropy summed over time and averaged over captions (cs231n's convention)
       + lambda * mean_n sum_i (1 - sum_t alpha_nti)^2 over the unpadded steps
@@ -160,7 +163,8 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     h, z, alpha = h.dimshuffle(1, 0, 2), z.dimshuffle(1, 0, 2), alpha.dimshuffle(1, 0, 2)  # batch first
     pre, updates = L.dropout(_deep_output(params, embedded, h, z), spec.dropout, rng, train)
     scores = L.temporal_affine(pre, params["out.W"], params["out.b"])
-    total = L.temporal_softmax_loss(scores, words_out, mask) + doubly_stochastic_penalty(alpha, mask, spec.doubly_stochastic)
+    total = (L.temporal_softmax_loss(scores, words_out, mask, weights)
+             + doubly_stochastic_penalty(alpha, mask, spec.doubly_stochastic))
     return (total, updates, alpha) if return_attention else (total, updates)
 
 

@@ -98,23 +98,34 @@ def load_data(split, features, vocab: Vocabulary, max_length: int, module) -> Ca
 
 
 class CaptionerTrainer:
-    """The compiled training step and validation loss of one captioner, and its state."""
+    """The compiled training step and validation loss of one captioner, and its state.
 
-    def __init__(self, config: CaptionerConfig, spec, weights: dict):
+    - train_step(features, captions) -> [loss, gradient norm before clipping] updates the weights;
+      with weighted=True it takes (features, captions, weights): (N,) float32, how much each
+      caption's cross-entropy counts (self-critical training's advantages)
+    - val_loss(features, captions) -> the loss without dropout
+    """
+
+    def __init__(self, config: CaptionerConfig, spec, weights: dict, weighted: bool = False):
         self.config, self.spec = config, spec
         self.module = captioner_module(config.model)
         self.params = L.shared_params(weights)
         names = sorted(self.params)
         features = pt.tensor3("features") if self.module.INPUT == "grid" else pt.matrix("features")
         captions = pt.lmatrix("captions")
+        inputs, weighting = [features, captions], {}
+        if weighted:
+            weighting["weights"] = pt.vector("weights")
+            inputs.append(weighting["weights"])
         self.rng = pt.random.shared_rng(seed=config.seed)
-        loss, loss_updates = self.module.loss(spec, self.params, features, captions, train=True, rng=self.rng)
+        loss, loss_updates = self.module.loss(spec, self.params, features, captions, train=True, rng=self.rng,
+                                              **weighting)
         grads, norm = optim.clip_by_global_norm(pytensor.grad(loss, [self.params[n] for n in names]), config.clip)
         updates = optim.adam([self.params[n] for n in names], grads, config.lr)
         # Adam's moments, and what the loss keeps besides the generator (hard attention's baseline)
         self.optimizer = {v.name: v for v in optim.optimizer_state(updates + loss_updates,
                                                                     [self.params[n] for n in names] + [self.rng])}
-        self.train_step = compile_cache.function([features, captions], [loss, norm], updates=updates + loss_updates,
+        self.train_step = compile_cache.function(inputs, [loss, norm], updates=updates + loss_updates,
                                                  mode=training_mode())
         val_loss, _ = self.module.loss(spec, self.params, features, captions, train=False)
         self.val_loss = compile_cache.function([features, captions], val_loss)
@@ -190,20 +201,43 @@ class CaptionerTask:
         return {name: w.astype(np.float16) for name, w in self.trainer.weights().items()}
 
 
-def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
-          max_minutes: float | None = None, features_path: Path | None = None, init: Path | None = None,
-          epochs: int | None = None):
-    """Train (or continue) a captioner in out_dir; see the module docstring.
+@dataclass
+class Prepared:
+    """What a captioner run starts from (see `prepare`).
 
-    epochs: with resume, a new length for the run (else the checkpoint's configuration decides).
-    init: a captioner checkpoint (best.npz, or a committed model) whose weights and vocabulary start
-    a new run instead of random ones, e.g. to continue training from committed weights (Adam's
-    moments start at zero); its architecture replaces config's model sizes.
+    - config: CaptionerConfig (the stored one when resuming); spec: the model's Spec
+    - weights: name -> float32 array, the starting weights (random, --init's, or overwritten by
+      `resume` later); module: the captioner module
+    - train, dev: CaptionData; meta_base: checkpoint_meta of the run
+    - resume: (arrays, meta) of last.npz when resuming, else None
     """
-    run = RunDir(out_dir)
+
+    config: CaptionerConfig
+    spec: object
+    weights: dict
+    module: object
+    train: CaptionData
+    dev: CaptionData
+    meta_base: dict
+    resume: tuple | None
+
+
+def prepare(run: RunDir, config: CaptionerConfig, resume: bool, data_root: Path, features_path: Path | None = None,
+            init: Path | None = None, self_critical: bool = False, epochs: int | None = None) -> Prepared:
+    """Load the data, vocabulary, architecture and starting weights of a run in `run`.
+
+    Inputs: as `train`'s. Resuming takes the configuration, vocabulary and architecture stored in
+    run.last; `init` takes the vocabulary, architecture and weights of a checkpoint.
+    self_critical: the run is self-critical training (dlmie.training.scst); a resumed run must be
+    of the same kind.
+    epochs: with resume, a new length for the run (else the checkpoint's configuration decides).
+    """
     meta = init_arrays = init_meta = None
     if resume:
         arrays, meta = run.load_last()
+        if ("scst" in meta) != self_critical:
+            kind = "self-critical" if "scst" in meta else "cross-entropy"
+            raise ValueError(f"{run.last} is a {kind} run: resume it {'with' if 'scst' in meta else 'without'} --scst")
         config = CaptionerConfig(**meta["config"])
         if epochs is not None and epochs != config.epochs:
             print(f"the run's length changes from {config.epochs} to {epochs} epochs")
@@ -223,16 +257,14 @@ def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
     train_split, dev_split = flickr8k.load_split(data_root, "train"), flickr8k.load_split(data_root, "dev")
     print(train_split.summary())
     print(dev_split.summary())
-    if resume or init_meta is not None:
-        vocab = Vocabulary.from_dict((meta or init_meta)["vocab"])
-    else:
-        vocab = Vocabulary.build(train_split.tokens, config.min_count)
+    stored = meta or init_meta
+    vocab = Vocabulary.from_dict(stored["vocab"]) if stored else Vocabulary.build(train_split.tokens, config.min_count)
     train_data = load_data(train_split, features, vocab, config.max_length, module)
     dev_data = load_data(dev_split, features, vocab, config.max_length, module)
-    if init_meta is not None:
-        spec = module.Spec(**init_meta["spec"])
+    if stored:
+        spec = module.Spec(**stored["spec"])
         if spec.feature_dim != train_data.features.shape[-1]:
-            raise ValueError(f"{init} reads {spec.feature_dim}-dimensional features; "
+            raise ValueError(f"{init or run.last} reads {spec.feature_dim}-dimensional features; "
                              f"these are {train_data.features.shape[-1]}-dimensional")
     else:
         unknown = sorted(set(config.extra) - {f.name for f in dataclasses.fields(module.Spec)})
@@ -244,18 +276,35 @@ def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
                            **config.extra)
     print(f"{config.model}: vocabulary {len(vocab)} words, {len(train_data.captions)} training captions, "
           f"features {train_data.features.shape[1:]} from {features.encoder} {features.layer}")
-    print("compiling the training step...", flush=True)
     weights = module.init_params(spec, config.seed)
     if init_arrays is not None:
         weights = {name: init_arrays[name].astype(np.float32) for name in weights}
-    trainer = CaptionerTrainer(config, spec, weights)
-    task = CaptionerTask(trainer, train_data, dev_data,
-                         checkpoint_meta(config.model, spec, vocab, features.encoder, features.layer, config.max_length))
-    if resume:
-        task.restore(arrays, meta)
+    meta_base = checkpoint_meta(config.model, spec, vocab, features.encoder, features.layer, config.max_length)
+    return Prepared(config, spec, weights, module, train_data, dev_data, meta_base,
+                    (arrays, meta) if resume else None)
+
+
+def train(out_dir: Path, config: CaptionerConfig, resume: bool, data_root: Path,
+          max_minutes: float | None = None, features_path: Path | None = None, init: Path | None = None,
+          epochs: int | None = None):
+    """Train (or continue) a captioner in out_dir; see the module docstring.
+
+    epochs: with resume, a new length for the run (else the checkpoint's configuration decides).
+    init: a captioner checkpoint (best.npz, or a committed model) whose weights and vocabulary start
+    a new run instead of random ones, e.g. to continue training from committed weights (Adam's
+    moments start at zero); its architecture replaces config's model sizes.
+    """
+    run = RunDir(out_dir)
+    prepared = prepare(run, config, resume, data_root, features_path, init, epochs=epochs)
+    print("compiling the training step...", flush=True)
+    trainer = CaptionerTrainer(prepared.config, prepared.spec, prepared.weights)
+    task = CaptionerTask(trainer, prepared.train, prepared.dev, prepared.meta_base)
+    if prepared.resume:
+        task.restore(*prepared.resume)
+    config = prepared.config
     position = fit(task, run, LoopConfig(epochs=config.epochs, monitor="val_loss", mode="min",
                                          patience=config.patience, checkpoint_minutes=5.0, max_minutes=max_minutes),
-                   resume_meta=meta)
+                   resume_meta=prepared.resume[1] if prepared.resume else None)
     if position.step == 0 and position.history:  # not stopped inside an epoch by max_minutes
         best = min(position.history, key=lambda r: r["val_loss"])
         print(f"training finished after {len(position.history)} epochs; best: epoch {best['epoch']}, "
