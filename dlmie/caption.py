@@ -19,15 +19,15 @@ from dlmie import cli
 from dlmie.cli import USER_ERRORS, report
 from dlmie.data.features import encode_files
 from dlmie.images import load_image
-from dlmie.models.captioners import default_path, load_captioner
+from dlmie.models.captioners import DEFAULT_CAPTIONER, default_path, load_captioner
 from dlmie.models.encoders import load_encoder
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlmie.caption", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    parser.add_argument("--checkpoint", type=Path, default=default_path("show_and_tell"),
-                        help="a captioner checkpoint (default: the committed Show and Tell model)")
+    parser.add_argument("--checkpoint", type=Path, default=default_path(),
+                        help=f"a captioner checkpoint (default: the committed {DEFAULT_CAPTIONER}, the best on dev)")
     parser.add_argument("--beam", type=int, default=3, help="beam size (1: greedy decoding)")
     parser.add_argument("--attention", type=Path, metavar="OUT.png", help="write the per-word attention figure")
     args = parser.parse_args(argv)

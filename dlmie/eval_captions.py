@@ -25,7 +25,7 @@ from dlmie.captioning.metrics import format_scores
 from dlmie.captioning.splits import split_features
 from dlmie.cli import USER_ERRORS, report
 from dlmie.data import flickr8k
-from dlmie.models.captioners import default_path, load_captioner
+from dlmie.models.captioners import DEFAULT_CAPTIONER, default_path, load_captioner
 
 
 def _caption(captioner, names, features, beam: int) -> dict:
@@ -34,8 +34,8 @@ def _caption(captioner, names, features, beam: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlmie.eval_captions", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=default_path("show_and_tell"),
-                        help="a captioner checkpoint (default: the committed Show and Tell model)")
+    parser.add_argument("--checkpoint", type=Path, default=default_path(),
+                        help=f"a captioner checkpoint (default: the committed {DEFAULT_CAPTIONER}, the best on dev)")
     parser.add_argument("--data", type=Path, required=True, help="a Flickr8k-layout folder")
     parser.add_argument("--split", choices=("dev", "test", "train"), default="test")
     parser.add_argument("--beam", type=int, default=3, help="beam size (1: greedy decoding)")

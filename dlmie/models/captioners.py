@@ -99,6 +99,11 @@ def checkpoint_meta(model: str, spec, vocab: Vocabulary, encoder: str, layer: st
             "encoder": encoder, "layer": layer, "max_length": max_length}
 
 
-def default_path(name: str) -> Path:
+# The commands' captioner when none is named: the committed one with the best dev CIDEr
+# (docs/training.md, "Self-critical fine-tuning").
+DEFAULT_CAPTIONER = "show_attend_tell_scst"
+
+
+def default_path(name: str = DEFAULT_CAPTIONER) -> Path:
     """Where the repository keeps the captioner it trained: dlmie/models/weights/NAME.npz."""
     return Path(__file__).with_name("weights") / f"{name}.npz"
