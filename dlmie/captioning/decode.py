@@ -72,27 +72,7 @@ class Decoder:
         - features: (N, D) vectors or (N, L, D) grids, float32, as the model was trained on
         - max_length: at most this many words before <END>
         """
-        features = np.asarray(features, np.float32)
-        n = len(features)
-        state = self.start(features)
-        words = np.full(n, START, dtype=np.int64)
-        out = np.zeros((n, max_length + 1), dtype=np.int64)
-        maps, total = [], np.zeros(n)
-        finished = np.zeros(n, dtype=bool)
-        length = np.full(n, max_length)
-        for t in range(max_length):
-            log_probs, *state, attention = self.step(words, *state, features)
-            words = np.argmax(log_probs, axis=1)
-            total += np.where(finished, 0.0, log_probs[np.arange(n), words])
-            newly = ~finished & (words == END)
-            length[newly] = t
-            finished |= newly
-            out[:, t] = words
-            maps.append(attention)
-            if finished.all():
-                break
-        attention = _per_caption_maps(maps, length) if maps and maps[0].shape[1] else None
-        return Decoded([out[i, : length[i]].tolist() for i in range(n)], attention, total)
+        return self._decode_one_by_one(features, max_length, lambda log_probs: np.argmax(log_probs, axis=1))
 
     def sample(self, features: np.ndarray, rng: np.random.Generator, max_length: int = 20) -> Decoded:
         """One caption per image drawn word by word from the model's distribution (multinomial
@@ -106,6 +86,16 @@ class Decoder:
         Returns a Decoded whose log_prob is each caption's summed log-probability, with its <END>
         if it has one: what the teacher-forced loss of the same caption sums.
         """
+        def draw(log_probs):
+            probs = np.exp(log_probs.astype(np.float64))
+            probs[:, :START + 1] = 0.0
+            cdf = np.cumsum(probs, axis=1)
+            return np.argmax(cdf > rng.random(len(cdf))[:, None] * cdf[:, -1:], axis=1)
+
+        return self._decode_one_by_one(features, max_length, draw)
+
+    def _decode_one_by_one(self, features: np.ndarray, max_length: int, choose) -> Decoded:
+        """One caption per image, each word chosen by choose((N, V) log-probabilities) -> (N,) word ids."""
         features = np.asarray(features, np.float32)
         n = len(features)
         state = self.start(features)
@@ -116,10 +106,7 @@ class Decoder:
         length = np.full(n, max_length)
         for t in range(max_length):
             log_probs, *state, attention = self.step(words, *state, features)
-            probs = np.exp(log_probs.astype(np.float64))
-            probs[:, :START + 1] = 0.0
-            cdf = np.cumsum(probs, axis=1)
-            words = np.argmax(cdf > rng.random(n)[:, None] * cdf[:, -1:], axis=1)
+            words = choose(log_probs)
             total += np.where(finished, 0.0, log_probs[np.arange(n), words])
             newly = ~finished & (words == END)
             length[newly] = t
