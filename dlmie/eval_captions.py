@@ -85,8 +85,7 @@ def main(argv=None) -> int:
         print(f"paired bootstrap of {args.checkpoint} - {args.compare} (the same resamples for both):")
         for metric, i in paired_bootstrap(judged[args.checkpoint].per_image, judged[args.compare].per_image,
                                           args.resamples, args.seed).items():
-            verdict = "excludes 0: beyond noise" if i.excludes_zero else "includes 0: within noise"
-            print(f"  {metric:<6} {i.value:+.3f} [{i.low:+.3f}, {i.high:+.3f}]  {verdict}")
+            print(f"  {metric:<6} {i.signed()}  {'excludes' if i.excludes_zero else 'includes'} 0: {i.verdict}")
         print(f"{other.kind} {args.compare}: {format_scores(judged[args.compare].scores)}")
     print(f"{captioner.kind} on {len(names)} {args.split} images, beam {args.beam}")
     print(format_scores(judged[args.checkpoint].scores))

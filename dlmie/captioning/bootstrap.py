@@ -117,6 +117,15 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def verdict(self) -> str:
+        """How to read a difference's interval: beyond the noise of drawing the images, or within it."""
+        return "beyond noise" if self.excludes_zero else "within noise"
+
+    def signed(self) -> str:
+        """A difference: "+0.048 [+0.002, +0.089]"."""
+        return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 

@@ -6,13 +6,14 @@ for bootstrap intervals, and the diversity of what it writes.
     bootstrap(result.per_image)         # 95% intervals of BLEU-4 and CIDEr over resampled images
     paired_bootstrap(result.per_image, other.per_image)   # the difference, on the same resamples
     result.diversity                    # distinct captions, words used, copies of training captions
+    print(noise_table({"A": result, "B": other}, baseline="B"))   # all of it, side by side
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlmie.captioning.bootstrap import ImageScores
+from dlmie.captioning.bootstrap import ImageScores, bootstrap, paired_bootstrap
 from dlmie.captioning.metrics import diversity, evaluate_tokenized, tokenize
 
 
@@ -45,3 +46,28 @@ def judge(references: dict, candidates: dict, training_tokens, spice: bool = Fal
     per_image = ImageScores.of([cands[n][0].split() for n in names], [[r.split() for r in refs[n]] for n in names])
     return Judged(evaluate_tokenized(refs, cands, spice=spice), per_image,
                   diversity([candidates[n] for n in names], training_tokens), names)
+
+
+def noise_table(judged: dict, baseline: str, resamples: int = 1000, seed: int = 0) -> str:
+    """Captioners judged on the same images, side by side, with what is beyond noise.
+
+    Inputs:
+    - judged: label -> Judged, every one on the same images in the same order
+    - baseline: the label whose paired differences from the others are bootstrapped
+    - resamples, seed: of the image resampling (the same resamples for every captioner)
+    Returns text: per captioner, BLEU-4 and CIDEr with their 95% bootstrap intervals and its
+    diversity (distinct captions, words used, copies of a training caption); then per other
+    captioner its paired difference from the baseline, "beyond noise" when the interval excludes 0.
+    """
+    width = max(len(label) for label in judged) + 2
+    lines = [f"{'':{width}}{'BLEU-4 [95%]':>22}{'CIDEr [95%]':>22}   distinct  words  copies"]
+    for label, j in judged.items():
+        intervals, d = bootstrap(j.per_image, resamples, seed), j.diversity
+        lines.append(f"{label:{width}}{str(intervals['BLEU-4']):>22}{str(intervals['CIDEr']):>22}"
+                     f"   {d['distinct']:>8}  {d['vocabulary']:>5}  {d['copied']:6.1%}")
+    for label, j in judged.items():
+        if label != baseline:
+            diff = paired_bootstrap(j.per_image, judged[baseline].per_image, resamples, seed)
+            lines.append(f"{label} - {baseline} (paired): "
+                         + ";  ".join(f"{m} {i.signed()} {i.verdict}" for m, i in diff.items()))
+    return "\n".join(lines)
