@@ -167,3 +167,20 @@ def test_startup_reference_names_what_classify_prints(tmp_path, capsys):
         return
     torch_reference.classify_file(cases.STARTUP_MODEL, image)
     assert cases._top_class(capsys.readouterr().out) == ours
+
+
+def test_scst_step_agrees_with_torch():
+    """Building the row checks our log-probabilities of torch's samples and one weighted training
+    step; then one whole self-critical step of each runs on every image's K samples."""
+    pytest.importorskip("torch")
+    ours, references = cases.scst_step_sat(4, 3, SAT_TINY)
+    assert ours()["samples"] == 4 * 3
+    loss, norm = references["torch"]()
+    assert np.isfinite(loss) and norm > 0
+
+
+def test_scst_step_skips_torch_without_it(monkeypatch):
+    monkeypatch.setattr(torch_reference, "load_torch", lambda: None)
+    ours, references = cases.scst_step_sat(2, 2, SAT_TINY)
+    assert references == {"torch": cases.TORCH_MISSING}
+    assert ours()["samples"] == 2 * 2

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +393,91 @@ def sat_train_step(batch: int, size: dict = SAT_SIZE):
     for what, value, reference in zip(("losses", "gradient norms"), ours(), torch_step()):
         assert abs(float(value) - reference) <= AGREEMENT_TOL * abs(reference), f"dlmie and torch SAT {what} disagree"
     return ours, {"torch": torch_step}
+
+
+# The committed Show-Attend-Tell (Flickr8k, vocabulary 1,532, 49 x 1280 MobileNetV2 grid, at most 18 words):
+# self-critical training fine-tunes it, and its trained weights make the samples end where real ones do.
+SCST_MODEL = Path(__file__).resolve().parents[1] / "models" / "weights" / "show_attend_tell.npz"
+SCST_LR = 5e-5  # train_captioner's default with --scst (Adam's step costs the same at any rate)
+
+
+def _scst_model(size: dict | None):
+    """(spec, weights, idx_to_word, max_length): the committed model's, or, for a `size` with
+    SAT_SIZE's keys, initial weights and made-up words at that size and max_length = size["steps"]."""
+    from dlmie import checkpoint
+    from dlmie.data.vocab import SPECIALS
+    from dlmie.models import show_attend_tell
+
+    if size is None:
+        arrays, meta = checkpoint.load(SCST_MODEL)
+        weights = {name: value.astype(np.float32) for name, value in arrays.items()}
+        return (show_attend_tell.Spec(**meta["spec"]), weights, meta["vocab"]["idx_to_word"],
+                meta["config"]["max_length"])
+    spec = show_attend_tell.Spec(size["vocab_size"], size["feature_dim"], size["embed_dim"], size["hidden_dim"],
+                                 attention_dim=size["attention_dim"])
+    words = list(SPECIALS) + [f"w{i}" for i in range(size["vocab_size"] - len(SPECIALS))]
+    return spec, show_attend_tell.init_params(spec, seed=0), words, size["steps"]
+
+
+def scst_step_sat(images: int, samples: int, size: dict | None = None):
+    """Self-critical step of Show-Attend-Tell (the committed model: V=1532, 49 x 1280 grid, 18 words):
+    K captions sampled per image, CIDEr-D rewards, mean-of-others baseline, advantage-weighted training step.
+
+    Ours: dlmie.training.scst.SelfCriticalTask.train_batch, the step `train_captioner --scst` runs
+    (Decoder.sample on the compiled step function, CIDEr-D, the weighted compiled training step).
+    Reference: the same step in PyTorch CPU, same weights: sampling with torch.multinomial word by
+    word, the baseline in torch, the weighted loss with an explicit loop over time, clipping, Adam.
+    Both score their samples with the same CIDEr-D (dlmie.captioning.cider, included in both times);
+    the references are 5 captions per image sampled from the starting model, random image grids.
+    Checks first that the models agree: our log-probabilities of torch's samples, and one weighted
+    training step (loss, gradient norm) on the same captions. Captions/s = images x K / time.
+
+    `size`: None for the committed model, or SAT_SIZE's keys for initial weights (the tests' tiny
+    one); returns (ours, {"torch": step}), ours returning train_batch's totals, torch's step (loss, norm)."""
+    import itertools
+
+    from dlmie.captioning.decode import Decoder
+    from dlmie.models import show_attend_tell
+    from dlmie.training.captioner import CaptionData, CaptionerConfig, CaptionerTrainer
+    from dlmie.training.scst import SCSTConfig, SelfCriticalTask, _with_end, caption_rows, cider_reward
+
+    spec, weights, words, max_length = _scst_model(size)
+    spec = replace(spec, dropout=0.0)  # as train_scst trains: the samples' policy is the one differentiated
+    regions = (SAT_SIZE if size is None else size)["regions"]  # MobileNetV2's 7 x 7 grid, or the tiny size's
+    rng = np.random.default_rng(1)
+    features = rng.random((images, regions, spec.feature_dim), np.float32)  # non-negative, as after ReLU6
+    config = CaptionerConfig(model=show_attend_tell.KIND, dropout=0.0, embed_dim=spec.embed_dim,
+                             hidden_dim=spec.hidden_dim, max_length=max_length, lr=SCST_LR)
+    trainer = CaptionerTrainer(config, spec, weights, weighted=True)
+    decoder = Decoder.compile(show_attend_tell, spec, trainer.params)
+    per_image = 5  # references, as Flickr8k has
+    drawn = decoder.sample(np.repeat(features, per_image, axis=0), np.random.default_rng(2), max_length)
+    references = [[" ".join(words[i] for i in w) for w in drawn.words[per_image * m : per_image * (m + 1)]]
+                  for m in range(images)]
+    train = CaptionData(features, caption_rows(drawn.words, max_length), np.repeat(np.arange(images), per_image),
+                        references, [f"{m}.jpg" for m in range(images)])
+    task = SelfCriticalTask(trainer, decoder, train, None, cider_reward(references), None, words,
+                            SCSTConfig(samples=samples, images=images), meta_base={})
+    epochs = itertools.count()  # a batch of every image per epoch; a new epoch draws new samples
+    ours = lambda: task.train_batch(next(epochs), 0)  # noqa: E731
+    torch_functions = torch_reference.show_attend_tell_scst_step(
+        spec, weights, features, samples, max_length, config.lr, config.clip,
+        lambda ids, image_idxs: task.reward(task.tokens(ids), image_idxs))
+    if torch_functions is None:
+        return ours, {"torch": TORCH_MISSING}
+    sample, train_step, step = torch_functions
+    repeated = np.repeat(features, samples, axis=0)
+    torch_words, torch_log_prob = sample()
+    ours_log_prob = decoder.score(repeated, _with_end(torch_words, max_length))
+    err = scaled_error(ours_log_prob, torch_log_prob)
+    assert err < AGREEMENT_TOL, f"dlmie and torch SAT log-probabilities of the same captions disagree ({err:.1e})"
+    captions = caption_rows(torch_words, max_length)
+    advantages = rng.standard_normal(len(captions)).astype(np.float32)
+    for what, value, reference in zip(("losses", "gradient norms"), trainer.train_step(repeated, captions, advantages),
+                                      train_step(captions, advantages)):
+        assert abs(float(value) - reference) <= AGREEMENT_TOL * abs(reference), \
+            f"dlmie and torch weighted SAT {what} disagree"
+    return ours, {"torch": step}
 
 
 # ---------------------------------------------------------------- start-up of a command

@@ -32,6 +32,7 @@ BENCHMARKS = {
     "caption_train_step_b128": functools.partial(cases.caption_train_step, 128),
     "caption_beam_search_b100": functools.partial(cases.caption_beam_search, 100),
     "sat_train_step_b64": functools.partial(cases.sat_train_step, 64),
+    "scst_step_sat_b16x5": functools.partial(cases.scst_step_sat, 16, 5),
     "classify_startup_cold": functools.partial(cases.classify_startup, cold=True),
     "classify_startup_warm": functools.partial(cases.classify_startup, cold=False),
 }

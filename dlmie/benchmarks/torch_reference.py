@@ -290,6 +290,75 @@ def show_and_tell_decoder(params: dict):
     return start, step
 
 
+def _sat_initial_state(torch, p: dict, features):
+    """h_0, c_0 (N, H) of dlmie.models.show_attend_tell from the mean region, torch tensors."""
+    mean = features.mean(dim=1)
+    return torch.tanh(mean @ p["init_h.W"] + p["init_h.b"]), torch.tanh(mean @ p["init_c.W"] + p["init_c.b"])
+
+
+def _sat_step(torch, spec, p: dict, features, projected, xw, h, c):
+    """One step of dlmie.models.show_attend_tell's decoder: attention, gate, LSTM (our gate order i f o g).
+
+    features (N, L, D), projected = features W_a + b_att (N, L, A), xw = E y_{t-1} W_x + b (N, 4H),
+    h, c (N, H). Returns (h, c, z (N, D), alpha (N, L))."""
+    alpha = torch.softmax(torch.tanh(projected + (h @ p["att.Wh"])[:, None]) @ p["att.w"], dim=1)  # (N, L)
+    z = torch.bmm(alpha[:, None], features)[:, 0]  # (N, D)
+    if spec.gate:
+        z = z * torch.sigmoid(h @ p["gate.w"] + p["gate.b"])[:, None]
+    i, f, o, g = (xw + z @ p["lstm.Wz"] + h @ p["lstm.Wh"]).chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c, z, alpha
+
+
+def _sat_scores(p: dict, embedded, h, z):
+    """The deep output's word scores, any leading shape: (E y_{t-1} + L_h h_t + L_z z_t) W_o + b_o."""
+    return (embedded + h @ p["out.Lh"] + z @ p["out.Lz"]) @ p["out.W"] + p["out.b"]
+
+
+def _sat_trainer(torch, spec, params: dict, lr: float, clip: float):
+    """dlmie.models.show_attend_tell's weights as torch Parameters (dict p) and its training step:
+    train_step(features (N, L, D), captions (N, T + 1) int64, weights (N,) or None) -> (loss, gradient
+    norm before clipping), floats, after one global-norm-clipped Adam update. The loss is the
+    cross-entropy (each caption's scaled by its weight, <NULL> ignored) summed over time and averaged
+    over captions, plus the unweighted doubly stochastic penalty."""
+    F = torch.nn.functional
+    p = {name: torch.nn.Parameter(torch.from_numpy(value.copy())) for name, value in params.items()}
+    parameters = [p[name] for name in sorted(p)]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+
+    def loss(features, captions, weights):
+        words_in, words_out = captions[:, :-1], captions[:, 1:]
+        embedded = p["embed.W"][words_in]  # (N, T, E)
+        xw = embedded @ p["lstm.Wx"] + p["lstm.b"]  # (N, T, 4H)
+        projected = features @ p["att.Wa"] + p["att.b"]  # (N, L, A)
+        h, c = _sat_initial_state(torch, p, features)
+        hs, zs, alphas = [], [], []
+        for t in range(words_in.shape[1]):
+            h, c, z, alpha = _sat_step(torch, spec, p, features, projected, xw[:, t], h, c)
+            hs.append(h)
+            zs.append(z)
+            alphas.append(alpha)
+        h, z, alpha = torch.stack(hs, dim=1), torch.stack(zs, dim=1), torch.stack(alphas, dim=1)
+        scores = _sat_scores(p, embedded, h, z)  # (N, T, V)
+        cross_entropy = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), words_out.reshape(-1), ignore_index=0,
+                                        reduction="none").view(words_out.shape)
+        if weights is not None:
+            cross_entropy = cross_entropy * weights[:, None]
+        coverage = (alpha * (words_out != 0).to(alpha.dtype)[..., None]).sum(dim=1)  # (N, L)
+        penalty = spec.doubly_stochastic * (1 - coverage).square().sum(dim=1).mean()
+        return cross_entropy.sum() / scores.shape[0] + penalty
+
+    def train_step(features, captions, weights=None):
+        optimizer.zero_grad()
+        value = loss(features, captions, weights)
+        value.backward()
+        norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+        optimizer.step()
+        return value.item(), norm.item()
+
+    return p, train_step
+
+
 def show_attend_tell_train_step(spec, params: dict, features, captions, lr: float, clip: float):
     """dlmie.models.show_attend_tell's loss (dropout off) with the same weights, written with an
     explicit loop over time, trained on one batch with global-norm clipping and Adam.
@@ -304,47 +373,91 @@ def show_attend_tell_train_step(spec, params: dict, features, captions, lr: floa
     torch = load_torch()
     if torch is None:
         return None
-    F = torch.nn.functional
-    p = {name: torch.nn.Parameter(torch.from_numpy(value.copy())) for name, value in params.items()}
-    parameters = [p[name] for name in sorted(p)]
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    _, train_step = _sat_trainer(torch, spec, params, lr, clip)
     features, captions = torch.from_numpy(features), torch.from_numpy(captions)
+    return lambda: train_step(features, captions)
 
-    def loss():
-        words_in, words_out = captions[:, :-1], captions[:, 1:]
-        embedded = p["embed.W"][words_in]  # (N, T, E)
-        xw = embedded @ p["lstm.Wx"] + p["lstm.b"]  # (N, T, 4H)
-        projected = features @ p["att.Wa"] + p["att.b"]  # (N, L, A)
-        mean = features.mean(dim=1)
-        h, c = torch.tanh(mean @ p["init_h.W"] + p["init_h.b"]), torch.tanh(mean @ p["init_c.W"] + p["init_c.b"])
-        hs, zs, alphas = [], [], []
-        for t in range(words_in.shape[1]):
-            alpha = torch.softmax(torch.tanh(projected + (h @ p["att.Wh"])[:, None]) @ p["att.w"], dim=1)  # (N, L)
-            z = torch.bmm(alpha[:, None], features)[:, 0]  # (N, D)
-            if spec.gate:
-                z = z * torch.sigmoid(h @ p["gate.w"] + p["gate.b"])[:, None]
-            i, f, o, g = (xw[:, t] + z @ p["lstm.Wz"] + h @ p["lstm.Wh"]).chunk(4, dim=1)  # our order: i f o g
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            hs.append(h)
-            zs.append(z)
-            alphas.append(alpha)
-        h, z, alpha = torch.stack(hs, dim=1), torch.stack(zs, dim=1), torch.stack(alphas, dim=1)
-        scores = (embedded + h @ p["out.Lh"] + z @ p["out.Lz"]) @ p["out.W"] + p["out.b"]  # (N, T, V)
-        total = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), words_out.reshape(-1), ignore_index=0,
-                                reduction="sum") / scores.shape[0]
-        coverage = (alpha * (words_out != 0).to(alpha.dtype)[..., None]).sum(dim=1)  # (N, L)
-        return total + spec.doubly_stochastic * (1 - coverage).square().sum(dim=1).mean()
+
+def show_attend_tell_scst_step(spec, params: dict, features, samples: int, max_length: int, lr: float, clip: float,
+                               reward):
+    """One self-critical step of dlmie.models.show_attend_tell (dropout off) as a PyTorch user would
+    write it, the same weights: K captions per image drawn word by word with torch.multinomial
+    (never <NULL> or <START>), their rewards, the mean of the image's other K - 1 rewards as each
+    one's baseline, and a training step on the teacher-forced loss of the samples weighted by their
+    advantages (reward - baseline), with global-norm clipping and Adam.
+
+    Inputs:
+    - spec, params: show_attend_tell's
+    - features: (B, L, D) float32, one grid per image; caption b K + k is sample k of image b
+    - samples: K >= 2
+    - max_length: at most this many words before <END>; a caption reaching it is cut without <END>
+    - lr, clip: Adam's learning rate and the clipping norm
+    - reward: (B K lists of word ids without <START>/<END>, image indices (B K,)) -> (B K,) rewards, NumPy
+    Returns None without torch, else a tuple of:
+    - sample() -> (B K word-id lists, (B K,) float64 summed log-probabilities, with <END> where drawn)
+    - train_step(captions (B K, max_length + 2) int64, weights (B K,) float32) -> (loss, gradient norm),
+      NumPy in; one update on the sampled captions' loss weighted by `weights`
+    - step() -> (loss, gradient norm) of one whole self-critical step
+    """
+    torch = load_torch()
+    if torch is None:
+        return None
+    from dlmie.data.vocab import END, NULL, START
+
+    p, train_on = _sat_trainer(torch, spec, params, lr, clip)
+    images = len(features)
+    repeated = torch.from_numpy(np.repeat(features, samples, axis=0))
+    image_idxs = np.repeat(np.arange(images), samples)
+    n = len(repeated)
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.arange(max_length)
+
+    @torch.no_grad()
+    def draw():
+        projected = repeated @ p["att.Wa"] + p["att.b"]
+        h, c = _sat_initial_state(torch, p, repeated)
+        words = torch.full((n,), START, dtype=torch.int64)
+        out = torch.full((n, max_length), NULL, dtype=torch.int64)
+        total = torch.zeros(n, dtype=torch.float64)
+        finished = torch.zeros(n, dtype=torch.bool)
+        length = torch.full((n,), max_length, dtype=torch.int64)
+        for t in range(max_length):
+            embedded = p["embed.W"][words]
+            h, c, z, _ = _sat_step(torch, spec, p, repeated, projected, embedded @ p["lstm.Wx"] + p["lstm.b"], h, c)
+            log_probs = torch.log_softmax(_sat_scores(p, embedded, h, z), dim=1)
+            probs = log_probs.exp()
+            probs[:, : START + 1] = 0.0
+            words = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            total += torch.where(finished, 0.0, log_probs.gather(1, words[:, None])[:, 0].double())
+            newly = ~finished & (words == END)
+            length[newly] = t
+            finished |= newly
+            out[:, t] = words
+            if finished.all():
+                break
+        return out, length, total
+
+    def word_lists(out, length):
+        return [row[:k] for row, k in zip(out.tolist(), length.tolist())]
+
+    def sample():
+        out, length, total = draw()
+        return word_lists(out, length), total.numpy()
+
+    def train_step(captions, weights):
+        return train_on(repeated, torch.from_numpy(captions), torch.from_numpy(weights))
 
     def step():
-        optimizer.zero_grad()
-        value = loss()
-        value.backward()
-        norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
-        optimizer.step()
-        return value.item(), norm.item()
+        out, length, _ = draw()
+        rewards = torch.from_numpy(reward(word_lists(out, length), image_idxs)).view(images, samples)
+        baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
+        # <START> w_1 ... w_T <END> <NULL> ...: the drawn <END> sits at position length; past it, padding
+        captions = torch.full((n, max_length + 2), NULL, dtype=torch.int64)
+        captions[:, 0] = START
+        captions[:, 1:-1] = torch.where(positions <= length[:, None], out, NULL)
+        return train_on(repeated, captions, (rewards - baseline).flatten().float())
 
-    return step
+    return sample, train_step, step
 
 
 def tflite_graph(graph, params: dict, names, output: int):
