@@ -439,7 +439,7 @@ def scst_step_sat(images: int, samples: int, size: dict | None = None):
     from dlmie.captioning.decode import Decoder
     from dlmie.models import show_attend_tell
     from dlmie.training.captioner import CaptionData, CaptionerConfig, CaptionerTrainer
-    from dlmie.training.scst import SCSTConfig, SelfCriticalTask, _with_end, caption_rows, cider_reward
+    from dlmie.training.scst import SCSTConfig, SelfCriticalTask, with_end, caption_rows, cider_reward
 
     spec, weights, words, max_length = _scst_model(size)
     spec = replace(spec, dropout=0.0)  # as train_scst trains: the samples' policy is the one differentiated
@@ -468,7 +468,7 @@ def scst_step_sat(images: int, samples: int, size: dict | None = None):
     sample, train_step, step = torch_functions
     repeated = np.repeat(features, samples, axis=0)
     torch_words, torch_log_prob = sample()
-    ours_log_prob = decoder.score(repeated, _with_end(torch_words, max_length))
+    ours_log_prob = decoder.score(repeated, with_end(torch_words, max_length))
     err = scaled_error(ours_log_prob, torch_log_prob)
     assert err < AGREEMENT_TOL, f"dlmie and torch SAT log-probabilities of the same captions disagree ({err:.1e})"
     captions = caption_rows(torch_words, max_length)

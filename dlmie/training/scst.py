@@ -165,7 +165,7 @@ class SelfCriticalTask:
         rewards = self.reward(self.tokens(drawn.words), np.repeat(images, k))
         shaped = rewards - scst.entropy * drawn.log_prob
         if scst.kl:
-            shaped = shaped - scst.kl * (drawn.log_prob - self.reference.score(repeated, _with_end(drawn.words,
+            shaped = shaped - scst.kl * (drawn.log_prob - self.reference.score(repeated, with_end(drawn.words,
                                                                                                    self.config.max_length)))
         if scst.baseline == "mean":
             baseline = mean_of_others(shaped.reshape(b, k)).ravel()
@@ -221,7 +221,7 @@ class SelfCriticalTask:
         return {name: w.astype(np.float16) for name, w in self.trainer.weights().items()}
 
 
-def _with_end(words: list, max_length: int) -> list:
+def with_end(words: list, max_length: int) -> list:
     """Sampled captions with their <END> where they have one (Decoder.score counts it then)."""
     return [w + [END] if len(w) < max_length else w for w in words]
 
