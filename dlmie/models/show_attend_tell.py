@@ -187,15 +187,18 @@ def doubly_stochastic_penalty(alpha, mask, weight: float):
 def decoder_graph(spec: Spec, params: dict):
     """The symbolic pieces of step-by-step decoding (see dlmie.captioning.decode).
 
-    - start: features (N, L, D) -> [h_0, c_0]
-    - step: (words (N,) int, h, c, features) -> [log_probs (N, V), h, c, alpha (N, L)]
+    - start: features (N, L, D) -> [h_0, c_0, projected (N, L, A)]
+    - step: (words (N,) int, h, c, projected, features) -> [log_probs (N, V), h, c, projected, alpha (N, L)]
+    The projected annotations W_a a_i + b are part of the state, computed once per image rather than
+    at every word; the step hands them on unchanged (beam search reorders them with the beams).
     """
     features = pt.tensor3("features")
     h0, c0 = initial_state(params, features)
-    words, h, c = pt.lvector("words"), pt.matrix("h"), pt.matrix("c")
+    start_projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
+    words, h, c, projected = pt.lvector("words"), pt.matrix("h"), pt.matrix("c"), pt.tensor3("projected")
     embedded = L.word_embedding(words, params["embed.W"])
-    projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
     xw = L.affine(embedded, params["lstm.Wx"], params["lstm.b"])
     h2, c2, z, alpha = _decoder_step(spec, params, features, projected, xw, h, c)
     scores = L.affine(_deep_output(params, embedded, h2, z), params["out.W"], params["out.b"])
-    return ([features], [h0, c0]), ([words, h, c, features], [L.log_softmax(scores, axis=1), h2, c2, alpha])
+    return (([features], [h0, c0, start_projected]),
+            ([words, h, c, projected, features], [L.log_softmax(scores, axis=1), h2, c2, projected, alpha]))
