@@ -2,6 +2,8 @@
 same bits as pytensor.function; a corrupt, stale or foreign entry is rebuilt, never used; the key
 follows the graph and the configuration; concurrent writers leave one whole entry."""
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -267,3 +269,49 @@ print(cmodule.GCC_compiler.march_flags)
     kept.write_text("[not json")
     assert run("find") == found
     assert str(json.loads(kept.read_text())) == found.strip() and run("reuse") == found
+
+
+def entry_modules(path: Path) -> list[str]:
+    """The C-module folders an entry names."""
+    payload = path.read_bytes()[len(compile_cache._MAGIC) + 32:]
+    return compile_cache._GraphUnpickler(io.BytesIO(payload), [None] * 8).load()["modules"]
+
+
+def rewrite_entry(path: Path, old: str, new: str) -> None:
+    """Replaces text of an entry's payload by text of the same length, keeping the entry whole."""
+    assert len(old) == len(new)
+    payload = path.read_bytes()[len(compile_cache._MAGIC) + 32:].replace(old.encode(), new.encode())
+    path.write_bytes(compile_cache._MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def test_a_cached_graph_reads_only_its_c_modules_keys(cache):
+    """A process that links a cached graph reads the keys of the C modules its entry names, not
+    PyTensor's whole index of compiled modules; where a named module folder is gone, linking
+    reads the whole index as PyTensor does, and the entry is written again with the folders used."""
+    folder, _ = cache
+    script = """
+import dlmie, numpy as np, pytensor, pytensor.tensor as pt
+from pytensor.link.c import cmodule
+from dlmie import compile_cache
+x = pt.vector("x")
+assert compile_cache.function([x], pt.exp(x) * 3)(np.zeros(2, np.float32)).tolist() == [3, 3]
+print("whole index read:", cmodule._module_cache.indexed)
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO), DLMIE_GRAPH_CACHE=str(folder))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=REPO,
+                              capture_output=True, text=True).stdout.strip()
+
+    run()
+    (entry,) = entries(folder)
+    modules = entry_modules(entry)
+    compiledir = Path(pytensor.config.compiledir)
+    assert modules and all((compiledir / name / "key.pkl").is_file() for name in modules)
+    assert run() == "whole index read: False"
+    gone = "z" * len(modules[0])
+    rewrite_entry(entry, modules[0], gone)
+    assert gone in entry_modules(entry) and not (compiledir / gone).exists()
+    assert run() == "whole index read: True"
+    assert entry_modules(entry) == modules
+    assert run() == "whole index read: False"
