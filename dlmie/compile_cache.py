@@ -227,12 +227,14 @@ class _ModuleIndex(cmodule.ModuleCache):
     def add(self, names) -> None:
         """Read the keys of the module folders `names` (names in the cache folder) into the index;
         a folder that PyTensor's full read would skip (missing, broken, unused for longer than
-        `cmodule__age_thresh_use`) is skipped."""
-        from pytensor.compile.compilelock import lock_ctx
+        `cmodule__age_thresh_use`) is skipped.
 
-        with lock_ctx():  # PyTensor writes key.pkl files under this lock
-            for name in names:
-                self._add(self.dirname / name)
+        PyTensor reads and writes key files under its compile lock, which a process compiling
+        elsewhere holds for seconds. Here they are read without it: a file caught half written
+        does not unpickle and is skipped, and one read before another process added a key to it
+        still names its module's source hash, which PyTensor's lookup tries before the index."""
+        for name in names:
+            self._add(self.dirname / name)
 
     def _add(self, folder: Path) -> None:
         key_pkl = str(folder / "key.pkl")
