@@ -38,6 +38,9 @@ process links its first function, and again at exit; the cache of C modules inst
 (`_ModuleIndex`) reads only the keys of the modules an entry names, and the whole index only when a
 module is not among them (a graph compiled afresh, a module deleted since), before compiling anything,
 exactly as PyTensor does. An entry whose list differs from what linking used is written again.
+The inner function of an OpFromGraph left in a rewritten graph (PyTensor's Softmax is one), which
+PyTensor compiles with all its rewrites at the Op's first call, is compiled through this cache when
+the graph is linked; an entry holds no compiled function.
 
 The same folder keeps the `-march=native` flags PyTensor finds for this CPU and compiler, so that
 later processes skip finding them again (see `_MarchFlags`).
@@ -134,6 +137,7 @@ def function(inputs, outputs, updates=None, mode=None, on_unused_input=None, nam
     maker = mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name)
     with _recording(modules) as used:
         fn = maker.create()
+        _compile_inner_functions(maker.fgraph)
     march.keep()
     if key is not None:
         _store(folder, key, maker.fgraph, used)
@@ -186,6 +190,23 @@ class _MarchFlags:
             os.replace(tmp.name, self.path)
         except OSError as err:
             _logger.warning("could not write %s: %s", self.path, err)
+
+
+def _compile_inner_functions(fgraph: FunctionGraph) -> None:
+    """Compile, through `function`, the inner function of every OpFromGraph left in a rewritten
+    graph (PyTensor's Softmax is one), as `OpFromGraph.fn` does at the Op's first call with
+    `pytensor.function`: rewrites and all, in every process. An Op with compile options that
+    `function` does not take is left to PyTensor."""
+    for node in fgraph.apply_nodes:
+        op = node.op
+        if not isinstance(op, OpFromGraph) or getattr(op, "_fn", None) is not None:
+            continue
+        options = dict(op.kwargs)
+        mode = get_mode(options.pop("mode", None)).excluding("symbolic_op_recognition")
+        if options:
+            continue
+        op._fn = function(op.inner_inputs, op.inner_outputs, mode=mode)
+        op._fn.trust_input = True
 
 
 class _ModuleIndex(cmodule.ModuleCache):
@@ -502,6 +523,14 @@ class _GraphPickler(pickle.Pickler):
                 raise _Uncacheable(f"the rewritten graph holds the shared variable {obj}, which is not an input")
         return None
 
+    def reducer_override(self, obj):
+        # An OpFromGraph without its compiled inner function, which a later process links anew.
+        if isinstance(obj, OpFromGraph) and getattr(obj, "_fn", None) is not None:
+            reduced = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+            state = {name: value for name, value in reduced[2].items() if name != "_fn"}
+            return (*reduced[:2], state, *reduced[3:])
+        return NotImplemented
+
 
 class _GraphUnpickler(pickle.Unpickler):
     def __init__(self, file, inputs):
@@ -613,6 +642,7 @@ def _load(path: Path, key: str, ins, outputs, mode, name, modules: _ModuleIndex 
             modules.add(named)
         with _recording(modules) as used:
             fn = maker.create()
+            _compile_inner_functions(fgraph)
         return fn, fgraph, set(named), used
     except Exception as err:  # an entry the current code cannot link; a fresh compile reports real errors
         _logger.info("ignoring a compiled-graph cache entry that does not link %s: %s", path, err)
