@@ -16,6 +16,9 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # Executed copies: build/NAME.ipynb and build/NAME.html for every notebook.
 EXECUTED := $(patsubst notebooks/%.ipynb,build/%.html,$(NOTEBOOKS))
 TEST_COMMAND := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+# HTML of an executed notebook: nbconvert's lab template, with each figure's alternative text from its
+# cell's metadata (dlmie/templates/dlmie-lab; tests/test_notebook_html.py runs the same options).
+NBCONVERT_HTML := --to html --template dlmie-lab --TemplateExporter.extra_template_basedirs=dlmie/templates
 
 .PHONY: setup data notebooks test bench grade submit student fixtures clean
 
@@ -41,10 +44,10 @@ notebooks: data
 	@$(MAKE) --no-print-directory $(EXECUTED)
 
 # A notebook is executed again when it, or any dlmie module, changed since its last run.
-build/%.html: notebooks/%.ipynb $(wildcard dlmie/*.py dlmie/*/*.py)
+build/%.html: notebooks/%.ipynb $(wildcard dlmie/*.py dlmie/*/*.py dlmie/templates/*/*)
 	@echo "== notebooks: executing $< -> build/$*.ipynb, build/$*.html"
 	$(VENV)/bin/jupyter nbconvert --log-level WARN --to notebook --execute --output-dir build $<
-	$(VENV)/bin/jupyter nbconvert --log-level WARN --to html --output-dir build build/$*.ipynb
+	$(VENV)/bin/jupyter nbconvert --log-level WARN $(NBCONVERT_HTML) --output-dir build build/$*.ipynb
 
 test: data
 	@echo "== test: unit tests and nbval over notebooks/"

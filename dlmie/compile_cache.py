@@ -32,6 +32,16 @@ folder and renamed over its final name (atomic on POSIX), so a reader sees a who
 and two writers of one key write equivalent entries. A graph that cannot be keyed (an Op whose
 state does not pickle) is compiled without the cache.
 
+An entry also names the folders of PyTensor's C-module cache that linking its graph used. PyTensor
+reads the key of every module in that cache (about a thousand after the notebooks have run) when a
+process links its first function, and again at exit; the cache of C modules installed here
+(`_ModuleIndex`) reads only the keys of the modules an entry names, and the whole index only when a
+module is not among them (a graph compiled afresh, a module deleted since), before compiling anything,
+exactly as PyTensor does. An entry whose list differs from what linking used is written again.
+The inner function of an OpFromGraph left in a rewritten graph (PyTensor's Softmax is one), which
+PyTensor compiles with all its rewrites at the Op's first call, is compiled through this cache when
+the graph is linked; an entry holds no compiled function.
+
 The same folder keeps the `-march=native` flags PyTensor finds for this CPU and compiler, so that
 later processes skip finding them again (see `_MarchFlags`).
 
@@ -43,6 +53,8 @@ the cache off, `DLMIE_GRAPH_CACHE=DIR` moves it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import hashlib
 import io
@@ -67,6 +79,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, NominalVariable, Variable
 from pytensor.graph.fg import AbstractFunctionGraph, FunctionGraph
 from pytensor.graph.traversal import toposort
+from pytensor.link.c import cmodule
 
 _logger = logging.getLogger(__name__)
 
@@ -105,6 +118,7 @@ def function(inputs, outputs, updates=None, mode=None, on_unused_input=None, nam
     if folder is None:
         return mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name).create()
     march = _MarchFlags(folder)
+    modules = _ModuleIndex.installed()
     try:
         key = graph_key(ins, cloned, mode, on_unused_input)
     except _Uncacheable as why:
@@ -112,16 +126,21 @@ def function(inputs, outputs, updates=None, mode=None, on_unused_input=None, nam
         key = None
     if key is not None:
         path = folder / f"{hashlib.sha256(key.encode()).hexdigest()}.pkl"
-        fn = _load(path, key, ins, cloned, mode, name)
-        if fn is not None:
+        loaded = _load(path, key, ins, cloned, mode, name, modules)
+        if loaded is not None:
             march.keep()
+            fn, fgraph, named, used = loaded
+            if modules is not None and used != named:
+                _store(folder, key, fgraph, used)
             return fn
         _logger.debug("compiling %s afresh for %s", name or "a function", path)
     maker = mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name)
-    fn = maker.create()
+    with _recording(modules) as used:
+        fn = maker.create()
+        _compile_inner_functions(maker.fgraph)
     march.keep()
     if key is not None:
-        _store(folder, key, maker.fgraph)
+        _store(folder, key, maker.fgraph, used)
     return fn
 
 
@@ -171,6 +190,120 @@ class _MarchFlags:
             os.replace(tmp.name, self.path)
         except OSError as err:
             _logger.warning("could not write %s: %s", self.path, err)
+
+
+def _compile_inner_functions(fgraph: FunctionGraph) -> None:
+    """Compile, through `function`, the inner function of every OpFromGraph left in a rewritten
+    graph (PyTensor's Softmax is one), as `OpFromGraph.fn` does at the Op's first call with
+    `pytensor.function`: rewrites and all, in every process. An Op with compile options that
+    `function` does not take is left to PyTensor."""
+    for node in fgraph.apply_nodes:
+        op = node.op
+        if not isinstance(op, OpFromGraph) or getattr(op, "_fn", None) is not None:
+            continue
+        options = dict(op.kwargs)
+        mode = get_mode(options.pop("mode", None)).excluding("symbolic_op_recognition")
+        if options:
+            continue
+        op._fn = function(op.inner_inputs, op.inner_outputs, mode=mode)
+        op._fn.trust_input = True
+
+
+class _ModuleIndex(cmodule.ModuleCache):
+    """PyTensor's cache of compiled C modules, reading the index of its entries on demand.
+
+    PyTensor's `ModuleCache` unpickles the key of every module in its folder when a process links
+    its first function (0.7-2 s for about a thousand) and again at exit, to delete the old ones.
+    This one starts empty: `add` reads the keys of the module folders a cache entry names, with
+    the checks PyTensor's full read applies to each, so that linking finds those modules by key. A
+    key not among them goes PyTensor's own way: the module's source hash, then the whole index,
+    then a compile. The exit's clean-up of old modules runs in a process that read the whole index;
+    the modules this process compiled without a version are deleted at its exit in any case.
+    """
+
+    def __init__(self, dirname):
+        super().__init__(dirname, do_refresh=False)
+        self.indexed = False
+        self._recorders: list[set[str]] = []
+
+    @classmethod
+    def installed(cls) -> "_ModuleIndex | None":
+        """The process's C-module cache, installed as PyTensor's if PyTensor has none yet; None
+        when PyTensor's own is in use."""
+        if cmodule._module_cache is None:
+            cmodule._module_cache = cls(pytensor.config.compiledir)
+            atexit.register(cmodule._module_cache._on_atexit)
+        return cmodule._module_cache if isinstance(cmodule._module_cache, cls) else None
+
+    def refresh(self, *args, **kwargs):
+        self.indexed = True
+        return super().refresh(*args, **kwargs)
+
+    def module_from_key(self, key, lnk):
+        module = super().module_from_key(key, lnk)
+        for used in self._recorders:
+            used.add(Path(module.__file__).parent.name)
+        return module
+
+    def add(self, names) -> None:
+        """Read the keys of the module folders `names` (names in the cache folder) into the index;
+        a folder that PyTensor's full read would skip (missing, broken, unused for longer than
+        `cmodule__age_thresh_use`) is skipped.
+
+        PyTensor reads and writes key files under its compile lock, which a process compiling
+        elsewhere holds for seconds. Here they are read without it: a file caught half written
+        does not unpickle and is skipped, and one read before another process added a key to it
+        still names its module's source hash, which PyTensor's lookup tries before the index."""
+        for name in names:
+            self._add(self.dirname / name)
+
+    def _add(self, folder: Path) -> None:
+        key_pkl = str(folder / "key.pkl")
+        if key_pkl in self.loaded_key_pkl:
+            return
+        try:
+            files = os.listdir(folder)
+            if "delete.me" in files or "key.pkl" not in files:
+                return
+            entry = cmodule.module_name_from_dir(str(folder), files=files)
+            if time.time() - cmodule.last_access_time(entry) >= self.age_thresh_use:
+                return
+            with open(key_pkl, "rb") as f:
+                key_data = pickle.load(f)
+        except Exception:  # unreadable or half written: the full index decides about it
+            return
+        if (not isinstance(key_data, cmodule.KeyData) or not cmodule.is_same_entry(entry, key_data.get_entry())
+                or not key_data.keys or not all(key[0] for key in key_data.keys)
+                or key_data.module_hash in self.module_hash_to_key_data
+                or any(key in self.entry_from_key for key in key_data.keys)):
+            return
+        key_data.entry, key_data.key_pkl = entry, key_pkl
+        self.module_hash_to_key_data[key_data.module_hash] = key_data
+        for key in key_data.keys:
+            self.entry_from_key[key] = entry
+            self.similar_keys.setdefault(cmodule.get_safe_part(key), []).append(key)
+        self.loaded_key_pkl.add(key_pkl)
+
+    def _on_atexit(self):
+        if self.indexed:
+            super()._on_atexit()
+        else:
+            self.clear_unversioned()
+
+
+@contextlib.contextmanager
+def _recording(index: _ModuleIndex | None):
+    """Gives the set of C-module folders (names in PyTensor's cache folder) linked while the block
+    runs; an empty set when `index` is None."""
+    used: set[str] = set()
+    if index is None:
+        yield used
+        return
+    index._recorders.append(used)
+    try:
+        yield used
+    finally:
+        index._recorders.remove(used)
 
 
 # -- the key --------------------------------------------------------------------------------------
@@ -390,6 +523,14 @@ class _GraphPickler(pickle.Pickler):
                 raise _Uncacheable(f"the rewritten graph holds the shared variable {obj}, which is not an input")
         return None
 
+    def reducer_override(self, obj):
+        # An OpFromGraph without its compiled inner function, which a later process links anew.
+        if isinstance(obj, OpFromGraph) and getattr(obj, "_fn", None) is not None:
+            reduced = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+            state = {name: value for name, value in reduced[2].items() if name != "_fn"}
+            return (*reduced[:2], state, *reduced[3:])
+        return NotImplemented
+
 
 class _GraphUnpickler(pickle.Unpickler):
     def __init__(self, file, inputs):
@@ -403,13 +544,15 @@ class _GraphUnpickler(pickle.Unpickler):
         return self._inputs[position]
 
 
-def _store(folder: Path, key: str, fgraph: FunctionGraph) -> None:
-    """Write a rewritten graph's entry atomically (a graph that does not pickle is skipped), then
-    delete the entries nobody used for `cmodule__age_thresh_use` seconds."""
+def _store(folder: Path, key: str, fgraph: FunctionGraph, modules: set[str]) -> None:
+    """Write a rewritten graph's entry, with the C-module folders that linking it used, atomically
+    (a graph that does not pickle is skipped), then delete the entries nobody used for
+    `cmodule__age_thresh_use` seconds."""
     buffer = io.BytesIO()
     try:
         _GraphPickler(buffer, fgraph.inputs).dump(
-            {"key": key, "outputs": list(fgraph.outputs), "update_mapping": dict(fgraph.update_mapping)})
+            {"key": key, "outputs": list(fgraph.outputs), "update_mapping": dict(fgraph.update_mapping),
+             "modules": sorted(modules)})
     except (_Uncacheable, pickle.PicklingError, TypeError, AttributeError, RecursionError) as why:
         _logger.debug("not caching a rewritten graph: %s", why)
         return
@@ -461,11 +604,18 @@ def _read_entry(path: Path, key: str, ins) -> dict | None:
     return entry
 
 
-def _load(path: Path, key: str, ins, outputs, mode, name):
-    """Link the cached rewritten graph as `pytensor.function` links a fresh one, or None."""
+def _load(path: Path, key: str, ins, outputs, mode, name, modules: _ModuleIndex | None):
+    """Link the cached rewritten graph as `pytensor.function` links a fresh one.
+
+    Returns (function, its graph, the set of C-module folders the entry names, the set linking
+    used), or None when there is no usable entry.
+    """
     entry = _read_entry(path, key, ins)
     if entry is None:
         return None
+    named = entry.get("modules", [])
+    if not (isinstance(named, list) and all(isinstance(m, str) and Path(m).name == m for m in named)):
+        named = []
     single = not isinstance(outputs, list | tuple)
     outs = [outputs] if single else list(outputs)
     graph_outputs, update_mapping = entry["outputs"], entry["update_mapping"]
@@ -488,7 +638,12 @@ def _load(path: Path, key: str, ins, outputs, mode, name):
         maker = mode.function_maker(specs, graph_outputs[0] if single else graph_outputs[: len(outs)], mode,
                                     accept_inplace=True, on_unused_input="ignore", fgraph=fgraph,
                                     no_fgraph_prep=True, name=name)
-        return maker.create()
+        if modules is not None:
+            modules.add(named)
+        with _recording(modules) as used:
+            fn = maker.create()
+            _compile_inner_functions(fgraph)
+        return fn, fgraph, set(named), used
     except Exception as err:  # an entry the current code cannot link; a fresh compile reports real errors
         _logger.info("ignoring a compiled-graph cache entry that does not link %s: %s", path, err)
         return None

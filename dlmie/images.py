@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from scipy.ndimage import gaussian_filter
 
 
 def load_image(path, size: int | None = None) -> np.ndarray:
@@ -115,6 +114,8 @@ def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     x = np.asarray(x)
     if sigma <= 0:
         return x.copy()
+    from scipy.ndimage import gaussian_filter  # a 0.3-0.5 s import that most users of this module skip
+
     return gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect")
 
 

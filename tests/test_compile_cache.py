@@ -2,6 +2,8 @@
 same bits as pytensor.function; a corrupt, stale or foreign entry is rebuilt, never used; the key
 follows the graph and the configuration; concurrent writers leave one whole entry."""
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -40,6 +42,12 @@ def cache(tmp_path, monkeypatch):
 
 def entries(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.pkl"))
+
+
+def entry_data(path: Path) -> dict:
+    """An entry's contents (its inputs as None)."""
+    payload = path.read_bytes()[len(compile_cache._MAGIC) + 32:]
+    return compile_cache._GraphUnpickler(io.BytesIO(payload), [None] * 8).load()
 
 
 def conv_graph(scale=0.5):
@@ -212,7 +220,10 @@ def test_a_graph_that_cannot_be_keyed_compiles_without_the_cache(cache):
     x = pt.vector("x")
     f = compile_cache.function([x], op(x))
     assert np.array_equal(f(np.ones(3, np.float32)), np.full(3, 2, np.float32))
-    assert entries(folder) == []
+    # The one entry is the Op's inner function (2 * a), which is keyed like any graph.
+    (entry,) = entries(folder)
+    (output,) = entry_data(entry)["outputs"]
+    assert not isinstance(output.owner.op, OpFromGraph)
 
 
 def test_cache_off(cache, monkeypatch):
@@ -267,3 +278,49 @@ print(cmodule.GCC_compiler.march_flags)
     kept.write_text("[not json")
     assert run("find") == found
     assert str(json.loads(kept.read_text())) == found.strip() and run("reuse") == found
+
+
+
+
+def rewrite_entry(path: Path, old: str, new: str) -> None:
+    """Replaces text of an entry's payload by text of the same length, keeping the entry whole."""
+    assert len(old) == len(new)
+    payload = path.read_bytes()[len(compile_cache._MAGIC) + 32:].replace(old.encode(), new.encode())
+    path.write_bytes(compile_cache._MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def test_a_cached_graph_reads_only_its_c_modules_keys(cache):
+    """A process that links a cached graph reads the keys of the C modules its entry names, not
+    PyTensor's whole index of compiled modules, also for the inner function of an OpFromGraph
+    left in the graph (PyTensor's Softmax), which is compiled through the cache too and not stored
+    in the outer entry; where a named module folder is gone, linking reads the whole index as
+    PyTensor does, and the entry is written again with the folders used."""
+    folder, _ = cache
+    script = """
+import dlmie, numpy as np, pytensor, pytensor.tensor as pt
+from pytensor.link.c import cmodule
+from dlmie import compile_cache
+x = pt.vector("x")
+f = compile_cache.function([x], [pt.exp(x) * 3, pt.special.softmax(x)])
+assert [y.tolist() for y in f(np.zeros(2, np.float32))] == [[3, 3], [0.5, 0.5]]
+print("whole index read:", cmodule._module_cache.indexed)
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO), DLMIE_GRAPH_CACHE=str(folder))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=REPO,
+                              capture_output=True, text=True).stdout.strip()
+
+    run()
+    entry = max(entries(folder), key=lambda path: path.stat().st_size)  # the outer function's
+    assert len(entries(folder)) == 2 and b"_constructor_Function" not in entry.read_bytes()
+    modules = entry_data(entry)["modules"]
+    compiledir = Path(pytensor.config.compiledir)
+    assert modules and all((compiledir / name / "key.pkl").is_file() for name in modules)
+    assert run() == "whole index read: False"
+    gone = "z" * len(modules[0])
+    rewrite_entry(entry, modules[0], gone)
+    assert gone in entry_data(entry)["modules"] and not (compiledir / gone).exists()
+    assert run() == "whole index read: True"
+    assert entry_data(entry)["modules"] == modules
+    assert run() == "whole index read: False"
