@@ -120,3 +120,15 @@ def test_attention_comparison_puts_each_caption_on_its_own_row():
     with pytest.raises(ValueError, match="2 words but attention for 1"):
         attention_comparison_figure([("short", gray, ["a", "b"], coarse, (2, 3))])
 
+
+def test_committed_vgg16_model_attends_over_the_14_by_14_conv5_3_grid():
+    from dlmie.models import vgg16
+    from dlmie.models.captioners import default_path, load_captioner
+
+    captioner = load_captioner(default_path("show_attend_tell_vgg16"))
+    assert (captioner.kind, captioner.encoder, captioner.layer) == ("show_attend_tell", "vgg16", vgg16.GRID_LAYER)
+    regions, channels = (vgg16.INPUT_SIZE // 2 ** 4) ** 2, vgg16.BLOCKS[-1][0]  # conv5_3 follows four poolings
+    assert captioner.spec.feature_dim == channels == 512 and regions == 196
+    grid = np.random.default_rng(0).random((2, regions, channels), np.float32)
+    decoded = captioner.caption(grid, beam_size=2)
+    assert [a.shape for a in decoded.attention] == [(len(w) + 1, regions) for w in decoded.words]
