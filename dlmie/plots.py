@@ -76,7 +76,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
 
     Inputs:
     - images: list of (H, W, 3) uint8 / float [0, 1] images or (H, W) maps (drawn with `cmap`,
-      min-max scaled per map)
+      min-max scaled per map), or None for an empty cell
     - titles: list of str, one per image, or None
     - ncols: images per row
     - size: inches per cell
@@ -88,7 +88,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     nrows = -(-len(images) // ncols)
     titles = None if titles is None else [wrap_title(t, size) for t in titles]
     lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
-    tallest = max(np.shape(image)[0] / np.shape(image)[1] for image in images)  # height / width
+    tallest = max(np.shape(image)[0] / np.shape(image)[1] for image in images if image is not None)  # height / width
     # a cell is `size` wide and as tall as its tallest image; an 8-point title line takes about 0.2 inch
     row_height = size * tallest + 0.2 * lines + 0.1
     # Constrained layout keeps a suptitle clear of the panel titles, also one a caller adds later
@@ -99,7 +99,7 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
         fig.suptitle(title, fontsize=9)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
-        if i >= len(images):
+        if i >= len(images) or images[i] is None:
             continue
         image = np.asarray(images[i])
         if image.ndim == 2:

@@ -2,6 +2,7 @@
 decoding returns one attention map per word, and the model can memorize two captions."""
 
 import numpy as np
+import pytest
 
 import dlmie  # noqa: F401
 import pytensor
@@ -87,3 +88,47 @@ def test_attention_overlay_lands_on_the_hot_region():
     assert brightness[50, 30] > brightness[10, 70] and brightness[50, 30] > brightness[50, 70]
     fig = attention_figure(gray, ["hot"], alpha, (3, 4))
     assert len(fig.axes) >= 2
+
+
+def test_attention_comparison_puts_each_caption_on_its_own_row():
+    """Two models with different grids (3 x 4 and 2 x 3, not square, so a transposition shows) on
+    one 60 x 80 image: each word's panel is hot where its model looked; a shorter row ends blank."""
+    from dlmie.captioning.attention import attention_comparison_figure
+
+    gray = np.full((60, 80, 3), 128, np.uint8)
+    fine = np.zeros((2, 12), np.float32)
+    fine[0, 2 * 4 + 1] = 1.0  # row 2, column 1: pixels y 40-59, x 20-39
+    fine[1, 0 * 4 + 3] = 1.0  # row 0, column 3: pixels y 0-19, x 60-79
+    coarse = np.zeros((1, 6), np.float32)
+    coarse[0, 1 * 3 + 0] = 1.0  # row 1, column 0: pixels y 30-59, x 0-26
+    fig = attention_comparison_figure([("fine", gray, ["dog", "ball"], fine, (3, 4)),
+                                       ("coarse", gray, ["dog"], coarse, (2, 3))])
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [[ax.get_title() for ax in row] for row in axes] == [["fine", "dog", "ball"], ["coarse", "dog", ""]]
+    assert not axes[1, 2].images  # the blank cell draws nothing
+
+    def hottest(ax):
+        overlay = np.asarray(ax.images[0].get_array()).sum(axis=2)
+        return np.unravel_index(np.argmax(overlay), overlay.shape)
+
+    y, x = hottest(axes[0, 1])
+    assert 40 <= y < 60 and 20 <= x < 40
+    y, x = hottest(axes[0, 2])
+    assert y < 20 and x >= 60
+    y, x = hottest(axes[1, 1])
+    assert y >= 30 and x < 27
+    with pytest.raises(ValueError, match="2 words but attention for 1"):
+        attention_comparison_figure([("short", gray, ["a", "b"], coarse, (2, 3))])
+
+
+def test_committed_vgg16_model_attends_over_the_14_by_14_conv5_3_grid():
+    from dlmie.models import vgg16
+    from dlmie.models.captioners import default_path, load_captioner
+
+    captioner = load_captioner(default_path("show_attend_tell_vgg16"))
+    assert (captioner.kind, captioner.encoder, captioner.layer) == ("show_attend_tell", "vgg16", vgg16.GRID_LAYER)
+    regions, channels = (vgg16.INPUT_SIZE // 2 ** 4) ** 2, vgg16.BLOCKS[-1][0]  # conv5_3 follows four poolings
+    assert captioner.spec.feature_dim == channels == 512 and regions == 196
+    grid = np.random.default_rng(0).random((2, regions, channels), np.float32)
+    decoded = captioner.caption(grid, beam_size=2)
+    assert [a.shape for a in decoded.attention] == [(len(w) + 1, regions) for w in decoded.words]

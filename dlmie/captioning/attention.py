@@ -35,6 +35,20 @@ def attention_maps(alpha: np.ndarray, grid: tuple, size: tuple) -> np.ndarray:
     ### END SOLUTION
 
 
+def attention_panels(image: np.ndarray, alpha: np.ndarray, grid: tuple) -> list:
+    """The image followed by each word's attention overlaid on it.
+
+    Inputs:
+    - image: (H, W, 3) uint8 RGB, the picture the encoder saw (any size: maps are resized to it)
+    - alpha: (K, L) attention weights of K words; grid: (H', W') of the encoder
+    Returns K + 1 (H, W, 3) images: the image, then word k's overlay.
+    """
+    from dlmie.plots import heatmap_overlay
+
+    maps = attention_maps(alpha, grid, image.shape[:2])
+    return [image] + [heatmap_overlay(image, m, alpha=0.6) for m in maps]
+
+
 def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tuple, ncols: int = 5, size: float = 2.2,
                      title: str | None = None):
     """A grid of the image with each word's attention overlaid (the image alone first).
@@ -47,8 +61,31 @@ def attention_figure(image: np.ndarray, words: list, alpha: np.ndarray, grid: tu
     - title: a line over the whole figure (the caption, say), or None
     Returns a matplotlib Figure.
     """
-    from dlmie.plots import heatmap_overlay, image_grid
+    from dlmie.plots import image_grid
 
-    maps = attention_maps(alpha, grid, image.shape[:2])
-    panels = [image] + [heatmap_overlay(image, m, alpha=0.6) for m in maps]
-    return image_grid(panels, ["(image)"] + list(words), ncols=ncols, size=size, title=title)
+    return image_grid(attention_panels(image, alpha, grid), ["(image)"] + list(words), ncols=ncols, size=size,
+                      title=title)
+
+
+def attention_comparison_figure(rows: list, size: float = 1.6, title: str | None = None):
+    """Several captions' attention, one caption per row, e.g. two encoders' models on the same images.
+
+    Inputs:
+    - rows: list of (label, image, words, alpha, grid): a row's first panel is `image` titled
+      `label`, then each of the K `words` with its attention `alpha` (K, L) over the (H', W') `grid`
+      overlaid; rows of fewer words end in empty cells
+    - size: inches per panel; title: a line over the whole figure, or None
+    Returns a matplotlib Figure.
+    """
+    from dlmie.plots import image_grid
+
+    ncols = 1 + max(len(words) for _, _, words, _, _ in rows)
+    panels, titles = [], []
+    for label, image, words, alpha, grid in rows:
+        row = attention_panels(image, alpha, grid)
+        if len(row) != len(words) + 1:
+            raise ValueError(f"row {label!r} has {len(words)} words but attention for {len(row) - 1}")
+        blank = ncols - len(row)
+        panels += row + [None] * blank
+        titles += [label] + list(words) + [""] * blank
+    return image_grid(panels, titles, ncols=ncols, size=size, title=title)
