@@ -156,9 +156,11 @@ def test_eval_captions(flickr_subset):
 
 @runs("python -m dlmie.eval_captions --checkpoint CKPT --data datasets/flickr8k --split dev --beam 3 [--compare CKPT2]",
       "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell_scst.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_attend_tell.npz",
-      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_and_tell.npz")
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_and_tell.npz",
+      "python -m dlmie.eval_captions --checkpoint dlmie/models/weights/show_attend_tell_vgg16.npz --data datasets/flickr8k --split dev --beam 3 --compare dlmie/models/weights/show_attend_tell.npz")
 def test_eval_captions_compare(flickr_subset):
-    out = run("dlmie.eval_captions", "--checkpoint", "dlmie/models/weights/show_attend_tell_scst.npz", "--data",
+    # two encoders: each checkpoint reads its own features of the same images
+    out = run("dlmie.eval_captions", "--checkpoint", "dlmie/models/weights/show_attend_tell_vgg16.npz", "--data",
               flickr_subset, "--split", "dev", "--beam", 3, "--compare", "dlmie/models/weights/show_attend_tell.npz")
     lines = out.strip().splitlines()
     assert re.fullmatch(r"BLEU-1=\S+ BLEU-2=\S+ BLEU-3=\S+ BLEU-4=\S+ METEOR=\S+ ROUGE_L=\S+ CIDEr=\S+", lines[-1])
