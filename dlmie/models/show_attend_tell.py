@@ -13,6 +13,8 @@ and training adds the doubly stochastic penalty lambda * sum_i (1 - sum_t alpha_
 the model to look at every region about once over a caption. Everything that does not depend on
 h_{t-1} is computed for all steps before `scan` (the word inputs' projection, W_a a_i) or after it
 (the deep output, as one GEMM over all steps), so the loop holds only the attention and the LSTM.
+Its backward pass is written out (`recurrence`): it reads the LSTM gates the forward loop stored and
+recomputes only the attention, where `pytensor.grad` of the loop would recompute every step.
 
 Parameters (arctic-captions' dictionary, our names): init_h.{W,b}, init_c.{W,b}, embed.W (V, E),
 att.{Wa (D, A), b (A,), Wh (H, A), w (A,)}, gate.{w (H,), b ()}, lstm.{Wx (E, 4H), Wz (D, 4H),
@@ -21,6 +23,7 @@ Wh (H, 4H), b (4H,)}, out.{Lh (H, E), Lz (D, E), W (E, V), b (V,)}.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,8 +31,10 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.builders import OpFromGraph
+from pytensor.gradient import DisconnectedType
 from dlmie import layers as L
-from dlmie import rnn
+from dlmie.kernels import LSTMCell, LSTMCellGrad
 
 KIND = "show_attend_tell"
 INPUT = "grid"  # attends over the (N, L, D) regions of the encoder grid
@@ -114,10 +119,93 @@ def attend(spec: Spec, params: dict, annotations, projected, h_prev):
 
 
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
-    """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha)."""
+    """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha) and the
+    LSTM's activated gates act (N, 4H), which the pullback of `_recurrence` reads."""
     z, alpha = attend(spec, params, annotations, projected, h_prev)
-    h, c = rnn.lstm_gates(xw + pt.dot(z, params["lstm.Wz"]) + pt.dot(h_prev, params["lstm.Wh"]), c_prev)
+    h, c, act = LSTMCell()(xw + pt.dot(z, params["lstm.Wz"]) + pt.dot(h_prev, params["lstm.Wh"]), c_prev)
+    return h, c, z, alpha, act
+
+
+def recurrence(spec: Spec, params: dict, xw, h0, c0, annotations, projected):
+    """The decoder's loop over time: attention and LSTM, with its backward pass written out.
+
+    Inputs:
+    - spec, params: as for `loss` (the weights of _step_weights are read)
+    - xw: (T, N, 4H) the word inputs' projections E y_{t-1} W_x + b, time first
+    - h0, c0: (N, H) the initial state
+    - annotations: (N, L, D); projected: (N, L, A) = annotations W_a + b_att
+    Returns:
+    - h, c: (T, N, H) the states of every step; z: (T, N, D) the contexts; alpha: (T, N, L)
+    """
+    weights = [params[n] for n in _step_weights(spec)]
+    stand_ins = [v.type() for v in (xw, h0, c0, annotations, projected, *weights)]
+    op = OpFromGraph(stand_ins, list(_recurrence(spec, *stand_ins)), pullback=functools.partial(_recurrence_pullback, spec),
+                     inline=True, name="show_attend_tell_recurrence")
+    h, c, z, alpha, _ = op(xw, h0, c0, annotations, projected, *weights)
     return h, c, z, alpha
+
+
+def _step_weights(spec) -> tuple:
+    """The names of the weights the decoder's loop reads: the LSTM's two, then those `attend` reads."""
+    return ("lstm.Wz", "lstm.Wh", "att.Wh", "att.w") + (("gate.w", "gate.b") if spec.gate else ())
+
+
+def _recurrence(spec, xw, h0, c0, annotations, projected, *weights):
+    """The sequential part of the decoder, time first: xw (T, N, 4H), weights named by _step_weights.
+    Returns h, c (T, N, H), z (T, N, D), alpha (T, N, L) and act (T, N, 4H)."""
+
+    def step(xw_t, h_prev, c_prev, annotations, projected, *weights):
+        params = dict(zip(_step_weights(spec), weights))
+        return _decoder_step(spec, params, annotations, projected, xw_t, h_prev, c_prev)
+
+    return pytensor.scan(step, sequences=[xw], outputs_info=[h0, c0, None, None, None],
+                         non_sequences=[annotations, projected, *weights], strict=True, return_updates=False)
+
+
+def _recurrence_pullback(spec, inputs, outputs, cotangents):
+    """Back-propagation through time of `_recurrence`, written out.
+
+    `pytensor.grad` of the scan would build a backward scan that recomputes every forward step,
+    the (N, D) x (D, 4H) and (N, H) x (H, 4H) GEMMs of the LSTM's pre-activations included, to get
+    the gates back. Here the gates come stored from the forward pass (LSTMCellGrad reads them), and
+    each backward step recomputes only the attention, whose gradient is `pytensor.grad` of `attend`
+    (so it follows whatever `attend` computes). The gradients of W_z and W_h are one GEMM each over
+    all steps after the loop: sum_t z_t^T da_t and sum_t h_{t-1}^T da_t.
+    """
+    xw, h0, c0, annotations, projected, wz, wh, *attention_weights = inputs
+    h, c, z, alpha, act = outputs
+    g_h, g_c, g_z, g_alpha, g_act = cotangents
+    if not isinstance(g_act.type, DisconnectedType):
+        raise NotImplementedError("the LSTM's gate activations are an output for its own pullback only")
+    g_h, g_c, g_z, g_alpha = (pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
+                              for g, out in zip((g_h, g_c, g_z, g_alpha), (h, c, z, alpha)))
+    h_prev = pt.concatenate([h0[None], h[:-1]])
+    c_prev = pt.concatenate([c0[None], c[:-1]])
+    attention_inputs = [annotations, projected, *attention_weights]  # what `attend` reads besides h_prev
+
+    def step(g_h_t, g_c_t, g_z_t, g_alpha_t, act_t, h_prev_t, c_prev_t, c_t, dh_next, dc_next, *rest):
+        totals, inner = rest[: len(attention_inputs)], rest[len(attention_inputs) :]
+        wz_t, wh_t, annotations_t, projected_t, *attention_weights_t = inner
+        params = dict(zip(_step_weights(spec), (wz_t, wh_t, *attention_weights_t)))
+        d_a, dc_prev = LSTMCellGrad()(act_t, c_prev_t, c_t, g_h_t + dh_next, g_c_t + dc_next)
+        z_t, alpha_t = attend(spec, params, annotations_t, projected_t, h_prev_t)
+        # A cost whose gradient at z_t and alpha_t is their cotangent (known_grads would take alpha's
+        # as final and drop what reaches alpha through z).
+        cost = pt.sum(z_t * (g_z_t + pt.dot(d_a, wz_t.T))) + pt.sum(alpha_t * g_alpha_t)
+        d_h_prev, *d_attention = pytensor.grad(cost, [h_prev_t, annotations_t, projected_t, *attention_weights_t])
+        return (d_a, d_h_prev + pt.dot(d_a, wh_t.T), dc_prev, *(total + d for total, d in zip(totals, d_attention)))
+
+    d_a, dh, dc, *d_attention = pytensor.scan(
+        step, sequences=[g_h, g_c, g_z, g_alpha, act, h_prev, c_prev, c],
+        outputs_info=[None, pt.zeros_like(h0), pt.zeros_like(c0), *(pt.zeros_like(v) for v in attention_inputs)],
+        non_sequences=[wz, wh, *attention_inputs], go_backwards=True, strict=True, return_updates=False)
+    d_a = d_a[::-1]  # the loop ran from the last step to the first
+    steps, n, four_h = d_a.shape
+    d_a_flat = d_a.reshape((steps * n, four_h))
+    d_wz = pt.dot(z.reshape((steps * n, z.shape[2])).T, d_a_flat)
+    d_wh = pt.dot(h_prev.reshape((steps * n, h0.shape[1])).T, d_a_flat)
+    d_annotations, d_projected, *d_attention_weights = (d[-1] for d in d_attention)
+    return [d_a, dh[-1], dc[-1], d_annotations, d_projected, d_wz, d_wh, *d_attention_weights]
 
 
 def _deep_output(params, embedded, h, z):
@@ -142,9 +230,6 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     - updates: the dropout generator's update
     - (alpha (N, T, L), when return_attention)
     """
-    # A static D lets PyTensor move lstm.Wz's gradient out of the backward loop: one (D, T N) x (T N, 4H)
-    # GEMM after it instead of a (D, 4H) product and accumulation in every step.
-    features = pt.specify_shape(features, (None, None, spec.feature_dim))
     words_in, words_out = captions[:, :-1], captions[:, 1:]
     mask = pt.cast(pt.neq(words_out, 0), features.dtype)  # <NULL> is index 0
     embedded = L.word_embedding(words_in, params["embed.W"])  # (N, T, E)
@@ -152,14 +237,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     projected = (pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"])  # (N, L, A)
     h0, c0 = initial_state(params, features)
 
-    step_names = ["att.Wh", "att.w", "gate.w", "gate.b", "lstm.Wz", "lstm.Wh"]  # what the loop reads
-
-    def step(xw_t, h_prev, c_prev, annotations, projected, *weights):
-        return _decoder_step(spec, dict(zip(step_names, weights)), annotations, projected, xw_t, h_prev, c_prev)
-
-    h, _, z, alpha = pytensor.scan(step, sequences=[xw], outputs_info=[h0, c0, None, None],
-                                   non_sequences=[features, projected, *[params[n] for n in step_names]],
-                                   strict=True, return_updates=False)
+    h, _, z, alpha = recurrence(spec, params, xw, h0, c0, features, projected)
     h, z, alpha = h.dimshuffle(1, 0, 2), z.dimshuffle(1, 0, 2), alpha.dimshuffle(1, 0, 2)  # batch first
     pre, updates = L.dropout(_deep_output(params, embedded, h, z), spec.dropout, rng, train)
     scores = L.temporal_affine(pre, params["out.W"], params["out.b"])
@@ -198,7 +276,7 @@ def decoder_graph(spec: Spec, params: dict):
     words, h, c, projected = pt.lvector("words"), pt.matrix("h"), pt.matrix("c"), pt.tensor3("projected")
     embedded = L.word_embedding(words, params["embed.W"])
     xw = L.affine(embedded, params["lstm.Wx"], params["lstm.b"])
-    h2, c2, z, alpha = _decoder_step(spec, params, features, projected, xw, h, c)
+    h2, c2, z, alpha, _ = _decoder_step(spec, params, features, projected, xw, h, c)
     scores = L.affine(_deep_output(params, embedded, h2, z), params["out.W"], params["out.b"])
     return (([features], [h0, c0, start_projected]),
             ([words, h, c, projected, features], [L.log_softmax(scores, axis=1), h2, c2, projected, alpha]))
