@@ -160,7 +160,11 @@ def test_notebook_08_slider_is_a_widget_over_the_words():
     nb = nbformat.read(ROOT / "notebooks" / "08_attention_maps.ipynb", as_version=4)
     slider = next(i for i, cell in enumerate(nb.cells) if "IntSlider" in cell.source)
     nb.cells = nb.cells[:slider + 1]
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+    # nbclient's stand-in for the Output widget sends on the shell socket while the reply's poll waits
+    # on that socket, and the wake-up can be lost; zmq's poll looks at the socket again when it times
+    # out, so the slider cell (a second of plotting) gets a short timeout that bounds such a stall.
+    client = nbclient.NotebookClient(nb, kernel_name="python3",
+                                     timeout_func=lambda cell: 60 if "IntSlider" in cell.source else 600,
                                      resources={"metadata": {"path": str(ROOT / "notebooks")}})
     client.execute(env={**os.environ, "DLMIE_QUICK": "1"})
     views = [out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for out in nb.cells[slider].outputs
