@@ -86,6 +86,12 @@ def initial_state(params: dict, annotations):
             L.tanh(L.affine(mean, params["init_c.W"], params["init_c.b"])))
 
 
+def project_annotations(params: dict, annotations):
+    """W_a a_i + b_att for every region: (N, L, D) -> (N, L, A), the part of attention that does not
+    depend on the decoder's state, computed once per image."""
+    return pt.tensordot(annotations, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
+
+
 def attend(spec: Spec, params: dict, annotations, projected, h_prev):
     """Soft attention for one step, symbolic.
 
@@ -234,7 +240,7 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
     mask = pt.cast(pt.neq(words_out, 0), features.dtype)  # <NULL> is index 0
     embedded = L.word_embedding(words_in, params["embed.W"])  # (N, T, E)
     xw = L.temporal_affine(embedded, params["lstm.Wx"], params["lstm.b"]).dimshuffle(1, 0, 2)  # (T, N, 4H)
-    projected = (pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"])  # (N, L, A)
+    projected = project_annotations(params, features)  # (N, L, A)
     h0, c0 = initial_state(params, features)
 
     h, _, z, alpha = recurrence(spec, params, xw, h0, c0, features, projected)
@@ -272,7 +278,7 @@ def decoder_graph(spec: Spec, params: dict):
     """
     features = pt.tensor3("features")
     h0, c0 = initial_state(params, features)
-    start_projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]
+    start_projected = project_annotations(params, features)
     words, h, c, projected = pt.lvector("words"), pt.matrix("h"), pt.matrix("c"), pt.tensor3("projected")
     embedded = L.word_embedding(words, params["embed.W"])
     xw = L.affine(embedded, params["lstm.Wx"], params["lstm.b"])

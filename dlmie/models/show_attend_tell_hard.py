@@ -113,7 +113,7 @@ def sampled_path(spec: Spec, params: dict, features, captions, uniforms, hard, r
     mask = pt.cast(pt.neq(words_out, 0), features.dtype)  # <NULL> is index 0
     embedded = L.word_embedding(words_in, params["embed.W"])  # (N, T, E)
     xw = L.temporal_affine(embedded, params["lstm.Wx"], params["lstm.b"]).dimshuffle(1, 0, 2)  # (T, N, 4H)
-    projected = pt.tensordot(features, params["att.Wa"], axes=[[2], [0]]) + params["att.b"]  # (N, L, A)
+    projected = soft.project_annotations(params, features)  # (N, L, A)
     # A column of ones rides along: attend returns beta * sum_i alpha_i * 1 = beta beside the soft
     # context, so the gate of z_t = beta_t a_{s_t} stays attend's.
     with_ones = pt.concatenate([features, pt.ones_like(features[:, :, :1])], axis=2)  # (N, L, D + 1)
