@@ -2,10 +2,11 @@
 
     python -m dlmie.grade [--part NAME]                  one row per part, last line "score: X/Y"
     python -m dlmie.grade --pack [--out ZIP]             the student's build/submission.zip (make submit)
-    python -m dlmie.grade --submissions DIR [--handout ZIP] [--out CSV] [--timeout S] [--test-timeout S]
+    python -m dlmie.grade --submissions DIR [--handout ZIP] [--out CSV] [--seed N] [--memory GIB]
+                          [--timeout S] [--test-timeout S]
 
-Grading submissions runs every student's code with your permissions: it is NOT a sandbox. Run it
-as a user that can lose nothing (a container, a throwaway account). See docs/teaching.md.
+--submissions (the teacher's side, in the solution repository) grades each student's parts on hidden
+inputs in a sandboxed worker process, one per submission; see docs/teaching.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from dlmie.assignment import ROOT
 from dlmie.grading import (
     format_scores,
-    grade_submissions,
     graded_tests,
     pack_submission,
     part_order,
@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dlmie.grade",
         description=__doc__.split("\n")[0],
-        epilog="--submissions runs the students' code with your permissions: it is not a sandbox. "
-        "Run it in a container or as a throwaway user.",
+        epilog="--submissions runs each student's code in a sandbox (bubblewrap where the machine has it; "
+        "it says so when it has not) on hidden inputs; see docs/teaching.md.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--part", metavar="NAME", help="run only this part's tests (with their tracebacks)")
@@ -42,9 +42,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="--pack: the zip (default: build/submission.zip); "
                         "--submissions: the gradebook (default: gradebook.csv)")
     parser.add_argument("--timeout", type=float, default=600, metavar="S",
-                        help="with --submissions: wall-clock limit of one submission's run (default: %(default)g)")
+                        help="with --submissions: wall-clock limit of one submission's cases (default: %(default)g)")
     parser.add_argument("--test-timeout", type=float, default=60, metavar="S",
-                        help="with --submissions: limit of each test and test module import (default: %(default)g)")
+                        help="with --submissions: wall-clock limit of one case (default: %(default)g)")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="with --submissions: the hidden cases' seed (default: a new one, written to the logs' run.log)")
+    parser.add_argument("--memory", type=float, default=4, metavar="GIB",
+                        help="with --submissions: memory limit of a student's worker in GiB (default: %(default)g)")
     args = parser.parse_args(argv)
 
     if args.pack:
@@ -64,8 +68,17 @@ def main(argv=None) -> int:
             return 2
         out = args.out or Path("gradebook.csv")
         try:
-            grades = grade_submissions(args.submissions, args.handout, out, args.timeout, args.test_timeout)
-        except (FileNotFoundError, ValueError) as err:
+            from dlmie.teacher.grader import Settings, grade_submissions
+            from dlmie.teacher.sandbox import GiB, Limits
+        except ImportError:
+            print("error: grading submissions runs in the solution repository (dlmie/teacher/ is not in the handout)",
+                  file=sys.stderr)
+            return 2
+        limits = Limits(memory=int(args.memory * GiB), cpu_seconds=int(args.timeout))
+        settings = Settings(args.timeout, args.test_timeout, limits, args.seed)
+        try:
+            grades = grade_submissions(args.submissions, args.handout, out, settings)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"wrote {out} ({len(grades)} submissions; logs in {out.with_name(out.stem + '_logs')})")

@@ -1,4 +1,4 @@
-"""Graded tests: points per part, one student's score, a student's submission zip, a class's gradebook.
+"""Graded tests on the student's side: points per part, one student's score, a student's submission zip.
 
 The graded tests live in ``tests/graded/test_*.py``. Every test function carries
 ``@pytest.mark.graded(part="<part>", points=N)``; a test module may name its notebook with a
@@ -11,18 +11,17 @@ it writes one JSON line per collected test and per result as they happen, so a r
 time limit still counts what finished. In the child, each test's setup and call and each test
 module's import get a time limit (SIGALRM) when one is given.
 
-Grading submissions runs each student's code with the teacher's permissions: it is not a sandbox.
+A class is graded elsewhere (dlmie.teacher.grader, in the solution repository only): on hidden
+inputs, with each student's code in a sandboxed worker process.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -41,11 +40,6 @@ GRADED_DIR = "tests/graded"
 HANDOUT_TOP = "dlmie-student"  # the handout zip's single top folder
 NOTEBOOKS = "notebooks"
 OUTPUT_TAIL = 8192  # bytes of a grading run's output kept for its log
-OUTPUT_NOTED = 1 << 20  # a run printing more than this gets an "output" issue in the gradebook
-MEMBER_LIMIT = 20 << 20  # largest file accepted from a submission (an executed notebook with figures fits)
-SUBMISSION_LIMIT = 100 << 20  # largest total of the files taken from one submission
-# Files that archivers and editors add on their own; dropped without a word.
-JUNK = re.compile(r"(^|/)(__MACOSX|__pycache__|\.ipynb_checkpoints)/|(^|/)\.DS_Store$|\.pyc$")
 
 
 @contextlib.contextmanager
@@ -507,272 +501,3 @@ def pack_submission(root: Path = ROOT, out: Path | None = None) -> tuple[Path, l
             for name in members:
                 zf.write(root / name, name)
     return out, members, notes
-
-
-# ---------------------------------------------------------------------------------------------
-# The teacher's side: grading a folder of submissions
-
-
-@dataclass
-class Issue:
-    """Something wrong with a submission: a short code for the gradebook's status, and its detail."""
-
-    code: str
-    detail: str
-
-
-def read_submission(path: Path, expected: set[str]) -> tuple[dict[str, bytes], list[Issue]]:
-    """The expected files found in a submission zip, read safely.
-
-    A member is rejected (and never read) when its path is absolute or climbs out with "..", it is a
-    link, it is encrypted, or it is larger than MEMBER_LIMIT; reading stops at SUBMISSION_LIMIT in all.
-    When every member sits in one folder that is not part of the handout (a zipped handout folder),
-    that folder is stripped. Members that are not expected are reported and ignored.
-
-    Inputs:
-    - path: the submission
-    - expected: the paths (relative to the handout) a submission may carry
-    Returns:
-    - (path -> content of each expected file found, issues)
-    """
-    if not zipfile.is_zipfile(path):
-        return {}, [Issue("not_a_zip", f"{path.name} is not a zip file")]
-    issues, files = [], {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = []
-            for info in zf.infolist():
-                if info.is_dir() or JUNK.search(info.filename):
-                    continue
-                problem = _unsafe_member(info)
-                if problem:
-                    issues.append(Issue("rejected", f"{info.filename!r}: {problem}"))
-                else:
-                    members.append(info)
-            names = {info.filename: info.filename for info in members}
-            tops = {PurePosixPath(n).parts[0] for n in names if len(PurePosixPath(n).parts) > 1}
-            flat = [n for n in names if len(PurePosixPath(n).parts) == 1]
-            expected_tops = {PurePosixPath(e).parts[0] for e in expected}
-            if len(tops) == 1 and not flat and not tops & expected_tops:
-                top = tops.pop()
-                names = {n: n.removeprefix(top + "/") for n in names}
-            ignored = [n for n, rel in names.items() if rel not in expected]
-            if ignored:
-                shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-                issues.append(Issue("ignored_files", f"not files of the assignment, ignored: {shown}"))
-            total = 0
-            for info in members:
-                rel = names[info.filename]
-                if rel not in expected:
-                    continue
-                try:
-                    with zf.open(info) as f:
-                        data = f.read(MEMBER_LIMIT + 1)
-                except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as err:
-                    issues.append(Issue("rejected", f"{info.filename!r} cannot be read: {err}"))
-                    continue
-                if len(data) > MEMBER_LIMIT:
-                    issues.append(Issue("rejected", f"{info.filename!r} is over the limit of {_size(MEMBER_LIMIT)}"))
-                    continue
-                total += len(data)
-                if total > SUBMISSION_LIMIT:
-                    issues.append(Issue("rejected", f"over {_size(SUBMISSION_LIMIT)} in all: {info.filename!r} and later files not read"))
-                    break
-                files[rel] = data
-    except (zipfile.BadZipFile, OSError) as err:
-        return files, issues + [Issue("not_a_zip", f"{path.name} is a damaged zip: {err}")]
-    return files, issues
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} kB"
-
-
-def _unsafe_path(name: str) -> str:
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        return "absolute path"
-    if "\\" in name or ".." in PurePosixPath(name).parts:
-        return "path leaves the submission folder"
-    return ""
-
-
-def _unsafe_member(info: zipfile.ZipInfo) -> str:
-    if problem := _unsafe_path(info.filename):
-        return problem
-    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-        return "symbolic link"
-    if info.flag_bits & 0x1:
-        return "encrypted"
-    if info.file_size > MEMBER_LIMIT:
-        return f"{_size(info.file_size)}, over the limit of {_size(MEMBER_LIMIT)}"
-    return ""
-
-
-@dataclass
-class SubmissionGrade:
-    """One gradebook row: the student (the zip's name without .zip), points per part, issues."""
-
-    student: str
-    scores: list[PartScore]
-    issues: list[Issue]
-    output_tail: str = ""
-
-    @property
-    def status(self) -> str:
-        codes = list(dict.fromkeys(i.code for i in self.issues))
-        return ",".join(codes) if codes else "ok"
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(i.detail for i in self.issues)
-
-
-class Handout:
-    """A handout zip unpacked once, copied fresh for each submission.
-
-    Inputs:
-    - zip_path: the handout (make student); it must hold one top folder HANDOUT_TOP
-    - workdir: where to unpack it
-    """
-
-    def __init__(self, zip_path: Path, workdir: Path):
-        zip_path = Path(zip_path)
-        if not zipfile.is_zipfile(zip_path):
-            raise FileNotFoundError(f"{zip_path} is not a handout zip: build one with `make student`")
-        with zipfile.ZipFile(zip_path) as zf:
-            bad = [n for n in zf.namelist() if not n.startswith(HANDOUT_TOP + "/") or _unsafe_path(n)]
-            if bad:
-                raise ValueError(f"{zip_path}: not a dlmie handout (unexpected member {bad[0]!r})")
-            zf.extractall(workdir)
-        self.root = Path(workdir) / HANDOUT_TOP
-        self.manifest = read_manifest(self.root)
-        self.tests = graded_tests(self.root)
-        self.notebooks = {p.relative_to(self.root).as_posix() for p in (self.root / NOTEBOOKS).glob("*.ipynb")}
-        self.expected = set(self.manifest["files"]) | self.notebooks
-
-    def copy(self, dest: Path) -> Path:
-        shutil.copytree(self.root, dest, symlinks=True)
-        return dest
-
-
-def grade_submission(path: Path, handout: Handout, workdir: Path, timeout: float, test_timeout: float) -> SubmissionGrade:
-    """Grade one submission in a fresh copy of the handout.
-
-    Files of the manifest and notebooks the zip carries replace the handout's; a missing file stays
-    the handout's (its parts are unfinished); a Python file that does not compile is reported and
-    the handout's kept, so that the parts of other files that import it still count.
-
-    Inputs:
-    - path: the submission (any file; the student is its name without .zip)
-    - handout: the unpacked handout
-    - workdir: an empty folder for the copy (removed afterwards)
-    - timeout: wall-clock limit of the grading run, seconds
-    - test_timeout: time limit of each test and test module import, seconds
-    Returns:
-    - SubmissionGrade
-    """
-    student = path.name.removesuffix(".zip")
-    files, issues = read_submission(path, handout.expected)
-    if any(i.code == "not_a_zip" for i in issues):
-        run = GradeRun()
-        return SubmissionGrade(student, score(handout.tests, run), issues)
-    missing = [f for f in handout.manifest["files"] if f not in files]
-    if missing:
-        issues.append(Issue("missing_files", f"not in the zip, graded as unfinished: {', '.join(missing)}"))
-    if not handout.notebooks & files.keys():
-        issues.append(Issue("no_notebooks", "no notebook in the zip"))
-    for name, data in list(files.items()):
-        if name.endswith(".py"):
-            try:
-                compile(data.decode("utf-8"), name, "exec")
-            except (SyntaxError, ValueError) as err:  # ValueError: not UTF-8, or a NUL byte
-                where = f" line {err.lineno}" if isinstance(err, SyntaxError) else ""
-                msg = err.msg if isinstance(err, SyntaxError) else str(err)
-                issues.append(Issue("syntax_error", f"{name}{where}: {msg}; graded with the handout's version of the file"))
-                del files[name]
-    copy = handout.copy(Path(workdir) / "handout")
-    try:
-        for name, data in files.items():
-            (copy / name).write_bytes(data)
-        run = run_graded(copy, timeout=timeout, test_timeout=test_timeout, echo=False, capture=False)
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
-    issues += run_issues(run, timeout)
-    return SubmissionGrade(student, score(handout.tests, run), issues, run.output_tail)
-
-
-def run_issues(run: GradeRun, timeout: float | None) -> list[Issue]:
-    """The issues a grading run shows: modules that did not import, imports of something absent,
-    time limits, megabytes of output, a run that broke."""
-    issues = []
-    for where, kind, line in run.collect_errors:
-        code = "time_limit" if kind == TimeLimitExceeded.__name__ else "import_error"
-        issues.append(Issue(code, f"{where} did not import: {line}"))
-    for nodeid, (kind, line) in run.errors.items():
-        if kind in ("ModuleNotFoundError", "ImportError"):
-            issues.append(Issue("import_error", f"{nodeid}: {line}"))
-        elif kind == TimeLimitExceeded.__name__:
-            issues.append(Issue("time_limit", f"{nodeid}: {line.split(': ', 1)[-1]}"))
-    if run.timed_out:
-        issues.append(Issue("time_limit", f"the grading run was stopped after {timeout:g} s; tests not finished earn nothing"))
-    if run.output_bytes > OUTPUT_NOTED:
-        issues.append(Issue("output", f"printed {_size(run.output_bytes)} (the log keeps the last {_size(OUTPUT_TAIL)})"))
-    if run.returncode not in (0, 1, None):
-        issues.append(Issue("grading_error", f"pytest ended with exit status {run.returncode} (see the log)"))
-    return issues
-
-
-def grade_submissions(folder: Path, handout_zip: Path, out: Path, timeout: float = 600, test_timeout: float = 60,
-                      progress=print) -> list[SubmissionGrade]:
-    """Grade every file in a folder of submissions into a CSV gradebook.
-
-    Each submission is graded on its own (see grade_submission); whatever goes wrong with one
-    becomes its row's status and reason, and the next is graded. The gradebook is rewritten
-    (atomically) after each row; each run's last output goes to <out stem>_logs/<student>.log.
-
-    Inputs:
-    - folder: holds one file per student, normally <student>.zip (hidden files are skipped)
-    - handout_zip: the handout the submissions are graded against
-    - out: the CSV to write: student, score, possible, one column per part, status, reason
-    - timeout, test_timeout: see grade_submission
-    - progress: called with one line per graded submission
-    Returns:
-    - the SubmissionGrade of each submission, in file name order
-    """
-    out = Path(out)
-    logs = out.with_name(out.stem + "_logs")
-    logs.mkdir(parents=True, exist_ok=True)
-    grades = []
-    with tempfile.TemporaryDirectory(prefix="dlmie-handout-") as tmp:
-        handout = Handout(handout_zip, Path(tmp) / "master")
-        parts = [p["name"] for p in handout.manifest["parts"]]
-        possible = handout.manifest["total"]
-        for n, path in enumerate(sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))):
-            work = Path(tmp) / f"work{n}"
-            work.mkdir()
-            try:
-                grade = grade_submission(path, handout, work, timeout, test_timeout)
-            except Exception as err:  # a grader fault on one submission must not stop the class's run
-                grade = SubmissionGrade(path.name.removesuffix(".zip"), score(handout.tests, GradeRun()),
-                                        [Issue("grading_error", f"{type(err).__name__}: {err}")])
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            grades.append(grade)
-            log = "\n".join([f"{grade.student}: {grade.status}", *(f"- {i.detail}" for i in grade.issues),
-                             "", format_scores(grade.scores), "", "last output of the grading run:", grade.output_tail])
-            (logs / (re.sub(r"[^\w.-]", "_", grade.student) + ".log")).write_text(log, encoding="utf-8")
-            _write_gradebook(out, grades, parts, possible)
-            total = sum(s.earned for s in grade.scores)
-            progress(f"{grade.student}: {total}/{possible} {grade.status}")
-    return grades
-
-
-def _write_gradebook(out: Path, grades: list[SubmissionGrade], parts: list[str], possible: int) -> None:
-    with atomic_output(out) as part:
-        with open(part, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["student", "score", "possible", *parts, "status", "reason"])
-            for grade in grades:
-                earned = {s.name: s.earned for s in grade.scores}
-                writer.writerow([grade.student, sum(earned.values()), possible,
-                                 *(earned.get(p, 0) for p in parts), grade.status, grade.reason])

@@ -51,6 +51,7 @@ EXCLUDED = {
               "spell out LSTM and loss formulas",
     "tests/graded/make_fixtures.py": "computes the fixtures by calling the solution",
     "dlmie/benchmarks/": "numpy_reference computes the layers in NumPy",
+    "dlmie/teacher/": "grading a class: hidden cases, the sandbox, the gradebook (the teacher's side of the trust boundary)",
     "dlmie/bench.py": "the benchmark command: needs dlmie/benchmarks/",
     "dlmie/kernels/lstm_c.py": "the LSTM cell's C code spells out lstm_step_forward/backward; without it the "
                                "LSTM Ops run the student's NumPy parts",

@@ -1,4 +1,4 @@
-"""Notebook 01: the gradient of each image's chosen class score, and one fooling-image step (dlmie/vis/saliency.py)."""
+"""Notebook 01_saliency: its parts' practice cases (written by make_fixtures.py from dlmie.parts)."""
 
 import pytest
 
@@ -8,7 +8,7 @@ NOTEBOOK = "01_saliency"
 
 
 @pytest.mark.graded(part="input_gradient", points=4)
-def test_input_gradient_of_the_chosen_class_scores():
+def test_input_gradient_vanilla():
     assert_case("input_gradient", "vanilla")
 
 
@@ -18,5 +18,5 @@ def test_input_gradient_guided():
 
 
 @pytest.mark.graded(part="fooling_step", points=4)
-def test_fooling_step_at_the_bounds():
+def test_fooling_step_bounded():
     assert_case("fooling_step", "bounded")

@@ -1,5 +1,4 @@
-"""Notebook 02: one regularized gradient-ascent step (dlmie/vis/ascent.py) and Yosinski's pixel
-clipping (dlmie/vis/transforms.py)."""
+"""Notebook 02_class_visualization: its parts' practice cases (written by make_fixtures.py from dlmie.parts)."""
 
 import pytest
 
@@ -9,7 +8,7 @@ NOTEBOOK = "02_class_visualization"
 
 
 @pytest.mark.graded(part="ascent_step", points=4)
-def test_ascent_step_with_jitter_decay_and_blur():
+def test_ascent_step_regularized():
     assert_case("ascent_step", "regularized")
 
 
@@ -19,10 +18,10 @@ def test_ascent_step_plain():
 
 
 @pytest.mark.graded(part="zero_below_percentile", points=2)
-def test_zero_below_percentile_of_the_norm():
+def test_zero_below_percentile_norm():
     assert_case("zero_below_percentile", "norm")
 
 
 @pytest.mark.graded(part="zero_below_percentile", points=2)
-def test_zero_below_percentile_through_clip_contribution():
+def test_zero_below_percentile_contribution():
     assert_case("zero_below_percentile", "contribution")

@@ -1,5 +1,4 @@
-"""Notebook 03: the inversion loss, its data term (dlmie/vis/objectives.py) and its alpha-norm and
-total-variation priors (dlmie/vis/priors.py), on NumPy arrays and on PyTensor variables."""
+"""Notebook 03_feature_inversion: its parts' practice cases (written by make_fixtures.py from dlmie.parts)."""
 
 import pytest
 
@@ -9,30 +8,30 @@ NOTEBOOK = "03_feature_inversion"
 
 
 @pytest.mark.graded(part="relative_feature_distance", points=2)
-def test_relative_feature_distance_numpy():
+def test_relative_feature_distance_spatial_numpy():
     assert_case("relative_feature_distance", "spatial_numpy")
 
 
 @pytest.mark.graded(part="relative_feature_distance", points=1)
-def test_relative_feature_distance_symbolic():
+def test_relative_feature_distance_vector_symbolic():
     assert_case("relative_feature_distance", "vector_symbolic")
 
 
 @pytest.mark.graded(part="alpha_norm_value", points=2)
-def test_alpha_norm_numpy():
+def test_alpha_norm_value_numpy():
     assert_case("alpha_norm_value", "numpy")
 
 
 @pytest.mark.graded(part="alpha_norm_value", points=1)
-def test_alpha_norm_symbolic():
+def test_alpha_norm_value_symbolic():
     assert_case("alpha_norm_value", "symbolic")
 
 
 @pytest.mark.graded(part="total_variation_value", points=3)
-def test_total_variation_numpy():
+def test_total_variation_value_numpy():
     assert_case("total_variation_value", "numpy")
 
 
 @pytest.mark.graded(part="total_variation_value", points=1)
-def test_total_variation_symbolic():
+def test_total_variation_value_symbolic():
     assert_case("total_variation_value", "symbolic")

@@ -1,4 +1,4 @@
-"""Notebook 04: the channel objective (dlmie/vis/objectives.py)."""
+"""Notebook 04_activation_maps: its parts' practice cases (written by make_fixtures.py from dlmie.parts)."""
 
 import pytest
 
@@ -13,7 +13,7 @@ def test_channel_objective_one_channel():
 
 
 @pytest.mark.graded(part="channel_objective", points=2)
-def test_channel_objective_one_channel_per_image():
+def test_channel_objective_channel_per_image():
     assert_case("channel_objective", "channel_per_image")
 
 

@@ -1,5 +1,4 @@
-"""Notebook 06: the Show and Tell loss (dlmie/models/show_and_tell.py; it runs the LSTM and
-temporal_softmax_loss of notebook 05) and one beam-search step (dlmie/captioning/decode.py)."""
+"""Notebook 06_show_and_tell: its parts' practice cases (written by make_fixtures.py from dlmie.parts)."""
 
 import pytest
 
@@ -9,20 +8,25 @@ NOTEBOOK = "06_show_and_tell"
 
 
 @pytest.mark.graded(part="show_and_tell_loss", points=4)
-def test_show_and_tell_loss_padded_captions():
+def test_show_and_tell_loss_padded():
     assert_case("show_and_tell_loss", "padded")
 
 
 @pytest.mark.graded(part="show_and_tell_loss", points=4)
-def test_show_and_tell_loss_short_captions():
+def test_show_and_tell_loss_short():
     assert_case("show_and_tell_loss", "short")
 
 
-@pytest.mark.graded(part="beam_step", points=3)
+@pytest.mark.graded(part="beam_step", points=2)
 def test_beam_step_first_step():
     assert_case("beam_step", "first_step")
 
 
-@pytest.mark.graded(part="beam_step", points=3)
-def test_beam_step_with_finished_beams():
+@pytest.mark.graded(part="beam_step", points=2)
+def test_beam_step_with_finished():
     assert_case("beam_step", "with_finished")
+
+
+@pytest.mark.graded(part="beam_step", points=2)
+def test_beam_step_beam_size_1():
+    assert_case("beam_step", "beam_size_1")
