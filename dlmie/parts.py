@@ -596,8 +596,10 @@ def _penalty(n, t, l, empty_caption):
 
 def _maps(grid, size, fits=True):
     def make(r):
+        # Weights in (0, 1) that need not sum to 1: with one region a softmax would be all ones,
+        # the same maps whatever the seed.
         regions = grid[0] * grid[1] + (0 if fits else 2)
-        return {"alpha": _softmax(r.standard_normal((2, regions))), "grid": np.array(grid), "size": np.array(size)}
+        return {"alpha": r.uniform(0.05, 1.0, (2, regions)), "grid": np.array(grid), "size": np.array(size)}
     return make
 
 

@@ -44,7 +44,7 @@ def _arrays(outputs) -> dict:
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"output {name} is a {type(value).__name__} of dtype {array.dtype}, not a numeric array")
-        arrays[str(name)] = np.ascontiguousarray(array)
+        arrays[str(name)] = array
     return arrays
 
 

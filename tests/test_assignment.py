@@ -135,3 +135,15 @@ def test_no_solution_text_in_the_zip(built):
         survivors += [f"{region.file}: {ln.strip()}" for ln in region.solution
                       if ln.strip() and not ln.strip().startswith("#") and ln.strip() not in public and ln.strip() in shipped]
     assert not survivors, f"solution lines in the handout: {survivors}"
+
+
+def test_graded_tests_are_written_from_the_table():
+    """tests/graded/test_*.py are what make_fixtures.py writes from dlmie.parts: one place to edit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "tests/graded/make_fixtures.py")
+    make_fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fixtures)
+    written = make_fixtures.graded_test_modules()
+    on_disk = {p.name: p.read_text() for p in (REPO / "tests/graded").glob("test_*.py")}
+    assert on_disk == written, "run `make fixtures` after changing dlmie/parts.py"

@@ -31,7 +31,7 @@ import pytensor
 
 from dlmie.assignment import read_manifest
 from dlmie.grading import HANDOUT_TOP, NOTEBOOKS, PartScore, atomic_output, format_scores
-from dlmie.parts import PARTS
+from dlmie.parts import ERROR, PARTS
 from dlmie.teacher import hidden, sandbox
 from dlmie.teacher.sandbox import BWRAP_NOBODY, NOBODY, Isolation, Limits, Mounts
 
@@ -222,27 +222,33 @@ class SubmissionGrade:
 def _seed_compile_dir(source: Path, dest: Path, share: bool) -> None:
     """A worker's own PyTensor compile folder, starting with the C modules compiled so far.
 
-    share: hard links (the files stay the teacher's and read-only to the worker, which runs as
-    another user); otherwise copies (a worker running as this user could write through a link).
+    share: the compiled libraries (.so, the bulk) are hard links: the files stay the teacher's and
+    read-only to the worker, which runs as another user. Everything else is copied (PyTensor
+    rewrites some of its files in place), and so is everything when the worker runs as this user,
+    who could write through a link.
     """
     dest.mkdir(parents=True)
     if source.is_dir():
-        for folder, dirs, files in os.walk(source):
+        for folder, _, files in os.walk(source):
             rel = Path(folder).relative_to(source)
+            if "lock_dir" in rel.parts:
+                continue
             (dest / rel).mkdir(exist_ok=True)
             for name in files:
-                if name.endswith(".lock") or "lock_dir" in rel.parts:
-                    continue
+                src, dst = Path(folder) / name, dest / rel / name
                 try:
-                    if share:
-                        os.link(Path(folder) / name, dest / rel / name)
+                    if share and name.endswith(".so"):
+                        os.link(src, dst)
                     else:
-                        shutil.copy2(Path(folder) / name, dest / rel / name)
+                        shutil.copy2(src, dst)
                 except OSError:
-                    shutil.copy2(Path(folder) / name, dest / rel / name)
+                    shutil.copy2(src, dst)
     if share:
-        for folder, dirs, _ in os.walk(dest):
+        for folder, _, files in os.walk(dest):
             os.chown(folder, NOBODY, NOBODY)
+            for name in files:
+                if not name.endswith(".so"):
+                    os.chown(Path(folder) / name, NOBODY, NOBODY)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +483,10 @@ class Grader:
         for name in self.parts:
             own = [c for c in self.cases if c.part == name]
             passed = [c for c in own if c.id in verdicts and verdicts[c.id].passed]
+            # Raising the right exception counts only beside a right answer: a part that raises
+            # it on every input has computed nothing.
+            if not any(c.case.kind != ERROR for c in passed):
+                passed = []
             failed = [c for c in own if c not in passed]
             note = ""
             if failed:

@@ -183,9 +183,10 @@ def describe_exit(status: int | None, limits: Limits) -> str:
     """A teacher's words for how a sandboxed run ended (status as Popen.returncode)."""
     if status is None:
         return "was stopped"
-    if status >= 0:
+    if 0 <= status <= 128:
         return f"ended the grading process (exit status {status})"
-    sig = -status
+    # bubblewrap reports a command ended by signal N as exit status 128 + N
+    sig = status - 128 if status > 128 else -status
     reasons = {
         signal.SIGXCPU: f"used more than {limits.cpu_seconds} s of CPU time",
         signal.SIGXFSZ: f"wrote a file or output over {limits.file_size >> 20} MB",
