@@ -4,6 +4,7 @@ The fake mirror holds tiny files with the real file names, so the real catalog d
 Upstream is simulated with file:// URLs in a copy of the repository layout (script + catalog).
 """
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -83,6 +84,26 @@ def run(*args, mirror=None, data_dir=None, script=SCRIPT, timeout=60):
         env["DLMIE_DATA"] = str(data_dir)
     p = subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout + p.stderr
+
+
+@contextlib.contextmanager
+def sigint_handler(handler):
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def popen_foreground(args, **kwargs):
+    """Popen a command with SIGINT at its default action, as a shell starts a foreground job.
+
+    A child inherits an ignored SIGINT, and a non-interactive bash cannot trap or reset one that
+    was ignored when it started, so Ctrl-C would do nothing to the script or its curl. pytest runs
+    with SIGINT ignored when a script started it in the background (`make test &`). exec resets a
+    caught signal to the default, so catching SIGINT here while forking is enough."""
+    with sigint_handler(signal.default_int_handler):
+        return subprocess.Popen(args, **kwargs)
 
 
 def leftovers(data_dir):
@@ -265,7 +286,9 @@ def test_url_mirror_with_checksums(mirror, data_dir, kind):
             server.close()
 
 
-def test_ctrl_c_during_download_leaves_nothing(mirror, data_dir):
+# "ignored": how pytest runs when started in the background by a script (see popen_foreground)
+@pytest.mark.parametrize("pytest_sigint", [signal.default_int_handler, signal.SIG_IGN], ids=["caught", "ignored"])
+def test_ctrl_c_during_download_leaves_nothing(mirror, data_dir, pytest_sigint):
     # big enough that curl writes part of it to the .part file before the server stalls
     write_zip(mirror / "tiny-imagenet-100-A.zip", {"tiny-imagenet-100-A/wnids.txt": "n01443537\n",
                                                    "tiny-imagenet-100-A/noise.bin": os.urandom(1 << 18)})
@@ -274,8 +297,9 @@ def test_ctrl_c_during_download_leaves_nothing(mirror, data_dir):
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DLMIE_")}
         env.update(DLMIE_MIRROR=server.url, DLMIE_DATA=str(data_dir))
-        proc = subprocess.Popen([str(SCRIPT), "tiny-imagenet-100-A"], env=env, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with sigint_handler(pytest_sigint):
+            proc = popen_foreground([str(SCRIPT), "tiny-imagenet-100-A"], env=env, start_new_session=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 15
         while not any(p.stat().st_size for p in data_dir.glob(".get_datasets.*/*.part")):
             assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
