@@ -389,3 +389,17 @@ def test_grade_command_help_names_the_sandbox(capsys):
     with pytest.raises(SystemExit):
         grade_command.main(["--help"])
     assert "runs each student's code in a sandbox" in " ".join(capsys.readouterr().out.split())
+
+
+def test_without_namespaces_grading_runs_with_limits_and_says_so(graded, tmp_path):
+    c, rows, *_ = graded
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for student in ("0_solution_first", "z_handout"):
+        (folder / f"{student}.zip").write_bytes((c.submissions / f"{student}.zip").read_bytes())
+    lines = []
+    settings = Settings(timeout=150, test_timeout=20, seed=7, isolation=sandbox.Isolation(sandbox.LIMITS, "a test"))
+    grades = grade_submissions(folder, c.built, tmp_path / "gradebook.csv", settings, progress=lines.append)
+    assert lines[0].startswith("warning: no sandbox on this machine (a test)")
+    assert [(g.student, sum(s.earned for s in g.scores), g.isolation) for g in grades] == [
+        ("0_solution_first", int(rows["0_solution_first"]["score"]), sandbox.LIMITS), ("z_handout", 0, sandbox.LIMITS)]
