@@ -258,11 +258,14 @@ def graded(tmp_path_factory):
     c.add("z_solution_last", c.solution_files)
     out = c.root / "gradebook.csv"
     lines = []
-    before = set(Path(tempfile.gettempdir()).glob("dlmie-grading-*"))
+    scratch = c.root / "scratch"  # the grader's temporary folders, and nothing else
+    scratch.mkdir()
     settings = Settings(timeout=150, test_timeout=20, limits=Limits(memory=3 * GiB, cpu_seconds=150), seed=7)
-    grade_submissions(c.submissions, built, out, settings, progress=lines.append)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(scratch))
+        grade_submissions(c.submissions, built, out, settings, progress=lines.append)
     c.listening = False
-    c.left_behind = set(Path(tempfile.gettempdir()).glob("dlmie-grading-*")) - before
+    c.left_behind = list(scratch.iterdir())
     with open(out, newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
     yield c, rows, out, expect, lines
