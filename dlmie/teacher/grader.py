@@ -469,7 +469,7 @@ class Grader:
         for case in self.cases:
             note = worker.failures.get(case.id) or (verdicts[case.id].note if not verdicts[case.id].passed else "")
             code = ("time_limit" if "time limit" in note else
-                    "memory" if f"more than {memory:g} GiB" in note or "out of memory" in note else
+                    "memory" if f"more than {memory:g} GiB" in note else
                     "worker_ended" if case.id in worker.failures else "")
             if code:
                 by_code.setdefault((code, note), []).append(f"{case.part} [{case.case.name}]")

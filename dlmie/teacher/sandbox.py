@@ -190,7 +190,7 @@ def describe_exit(status: int | None, limits: Limits) -> str:
     reasons = {
         signal.SIGXCPU: f"used more than {limits.cpu_seconds} s of CPU time",
         signal.SIGXFSZ: f"wrote a file or output over {limits.file_size >> 20} MB",
-        signal.SIGKILL: "was killed (SIGKILL: by itself, or out of memory)",
+        signal.SIGKILL: "was killed (SIGKILL)",
         signal.SIGSEGV: "crashed (segmentation fault)",
     }
     name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
