@@ -69,7 +69,7 @@ def atomic_output(path: Path):
 class GradedTest:
     """One graded test function.
 
-    - key: "tests/graded/test_rnn.py::test_step" (pytest's node id without parameters)
+    - key: "tests/graded/test_05_lstm_and_scan.py::test_lstm_step_forward_random" (pytest's node id without parameters)
     - part, points: from its graded marker
     - line: line of the def
     - notebook: the module's NOTEBOOK constant, or ""
