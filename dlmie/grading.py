@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_part
+from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_message, unfinished_part
 from dlmie.data import data_root
 
 GRADED_DIR = "tests/graded"
@@ -444,8 +444,9 @@ def score(tests: list[GradedTest], run: GradeRun, part: str | None = None) -> li
         note = ""
         if failed:
             reason = run.failure(failed[0].key)
-            if unfinished_part(reason):
-                reason = "not implemented yet"
+            unfinished = unfinished_part(reason)
+            if unfinished:
+                reason = unfinished_message(unfinished)
             note = f"{failed[0].key.split('::', 1)[1]}: {reason}"
         scores.append(PartScore(name, earned, sum(t.points for t in own), note))
     return scores
