@@ -12,7 +12,7 @@ A notebook cell that calls an unfinished part, directly or through a later part 
 would end in a traceback through PyTensor and dlmie. Under IPython, ``import dlmie`` installs
 ``ipython_handler`` (see ``install``), which shows such an error as one line instead:
 
-    lstm_step_forward is not implemented yet: write it in dlmie/rnn.py (notebook 05_lstm_and_scan)
+    lstm_step_forward is not implemented yet: write it in dlmie/kernels/lstm.py (notebook 05_lstm_and_scan)
 
 The cell still fails (running all cells stops there); every other exception keeps its traceback.
 """
@@ -35,7 +35,7 @@ def stub_message(part: str, where: str) -> str:
 
     Inputs:
     - part: the part's name (the name of the function holding the region)
-    - where: the function's dotted path, e.g. "dlmie.rnn.lstm_step_forward"
+    - where: the function's dotted path, e.g. "dlmie.kernels.lstm.lstm_step_forward"
     Returns:
     - the message; ``unfinished_part`` recognizes it
     """
@@ -59,7 +59,7 @@ def read_manifest(root: Path = ROOT) -> dict:
     - root: the handout's folder
     Returns:
     - dict with "parts": a list (in notebook order) of dicts with "name" (the part), "file" (path of
-      the module relative to root, e.g. "dlmie/rnn.py"), "function" (dotted path), "notebook" (the
+      the module relative to root, e.g. "dlmie/kernels/lstm.py"), "function" (dotted path), "notebook" (the
       notebook's name without .ipynb, or "" when unknown) and "points"; "files": the sorted files
       holding parts; "total": the sum of the points
     Raises:
@@ -82,7 +82,7 @@ def unfinished_message(part: str, tb=None, root: Path = ROOT) -> str:
     - tb: the error's traceback (its innermost frame locates the file when root has no manifest)
     - root: the folder holding the manifest
     Returns:
-    - e.g. "lstm_step_forward is not implemented yet: write it in dlmie/rnn.py (notebook 05_lstm_and_scan)"
+    - e.g. "lstm_step_forward is not implemented yet: write it in dlmie/kernels/lstm.py (notebook 05_lstm_and_scan)"
     """
     try:
         entry = next((p for p in read_manifest(root)["parts"] if p["name"] == part), None)

@@ -12,15 +12,23 @@ checks:
     assert_case("conv2d", "stride2_pad2")   # in a test: AssertionError "conv2d: rel_error ... > tolerance ..."
 
 The teacher's grader uses other inputs of the same kinds (see dlmie.parts).
+
+`check_part` first reads the part's file again (see `refresh`): a student edits the part and runs
+the check cell again, in the same kernel, with no restart.
 """
 
 from __future__ import annotations
 
+import ast
+import linecache
+import sys
+import types
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from dlmie.assignment import unfinished_message, unfinished_part
 from dlmie.data import REPO_ROOT
 from dlmie.gradcheck import rel_error
 from dlmie.parts import ERROR, GRADIENT, PARTS, gradient_errors, run_case
@@ -138,12 +146,88 @@ def assert_case(part: str, case: str) -> None:
 
 def check_part(part: str) -> None:
     """Run every practice case of a part and print one line per output with PASS or FAIL; for
-    notebooks. A case that needs a part not written yet prints one line saying which."""
+    notebooks. The part's file is read again first (see `refresh`), so an edit made since the
+    kernel imported it is what runs. A case that needs a part not written yet prints one line
+    naming that part, its file and its notebook (as a notebook cell's error does)."""
+    refresh(part)
     for case in _part(part).cases:
         try:
             results = case_results(part, case.name)
         except NotImplementedError as err:
-            print(f"{part} [{case.name}]: not implemented yet ({err})")
+            unfinished = unfinished_part(str(err))
+            print(f"{part} [{case.name}]: " + (unfinished_message(unfinished, err.__traceback__) if unfinished
+                                               else f"not implemented: {err}"))
             continue
         for result in results:
             print(result)
+
+
+# ---------------------------------------------------------------- edits in a running kernel
+#
+# Why the check re-reads the part's file itself rather than relying on importlib.reload or
+# IPython's autoreload:
+# - `from dlmie.layers import conv2d` (in other dlmie modules, in the notebook) copies the function
+#   object; importlib.reload makes a new object and leaves every copy running the old code. Here
+#   the function object that already exists gets the new code, so every reference runs it.
+# - reloading a whole module re-runs its top level: new classes (PyTensor Ops, dataclasses) that
+#   no longer match instances made before, emptied caches of compiled functions. Only the module's
+#   functions and imports are run again here; classes and module-level values stay as they are.
+# - autoreload must be switched on in a cell the student may not have run, checks every module
+#   in sys.modules before every cell, and when a file does not compile it prints a warning and
+#   keeps the old code, so the check would still say "not implemented". Here a SyntaxError is the
+#   check cell's error, naming the file and line.
+
+
+def _modules_of(part: str) -> list[types.ModuleType]:
+    """The loaded dlmie modules that define a function named like the part (the part's module,
+    and in the solution repository maybe a reference of the same name); none when the part's
+    module is not loaded yet (importing it then reads the file as it is)."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "dlmie" or name.startswith("dlmie.")):
+            continue
+        function = vars(module).get(part)
+        if isinstance(function, types.FunctionType) and function.__module__ == name:
+            found.append(module)
+    return found
+
+
+def refresh(part: str) -> list[str]:
+    """Make a loaded part run its file's current code, in this process.
+
+    In each module of `_modules_of(part)`, the top-level functions and import statements are
+    compiled from the file and run in the module's namespace; a function that exists already gets
+    the new code in place (its __code__, defaults and docstring), so copies imported elsewhere run
+    it too; a new function or import is added to the module. Classes and other module-level
+    statements are not run again (editing them needs a kernel restart; the parts are functions).
+
+    Inputs:
+    - part: the part's name
+    Returns:
+    - the names of the modules refreshed ([] when the part's module is not loaded)
+    Raises:
+    - SyntaxError (with the file and line) when a file does not compile
+    """
+    modules = _modules_of(part)
+    for module in modules:
+        _refresh_module(module)
+    return [module.__name__ for module in modules]
+
+
+def _refresh_module(module: types.ModuleType) -> None:
+    path = module.__file__
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
+    # Decorated functions are left alone: the module holds what the decorator returned.
+    body = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+            or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.decorator_list]
+    fresh: dict = {}
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), vars(module), fresh)
+    for name, new in fresh.items():
+        old = vars(module).get(name)
+        if (isinstance(new, types.FunctionType) and isinstance(old, types.FunctionType)
+                and old.__module__ == module.__name__ and old.__code__.co_freevars == new.__code__.co_freevars):
+            old.__code__, old.__defaults__, old.__kwdefaults__ = new.__code__, new.__defaults__, new.__kwdefaults__
+            old.__doc__ = new.__doc__
+        else:
+            setattr(module, name, new)
+    linecache.checkcache(path)  # tracebacks show the lines as they are now

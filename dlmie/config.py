@@ -146,3 +146,7 @@ def training_mode():
 
     mode = pytensor.compile.mode.get_default_mode()
     return mode.clone(link_kwargs={"allow_gc": False}) if isinstance(mode.linker, VMLinker) else mode
+
+# The notebooks' short settings (fewer images and steps), under CI or DLMIE_QUICK=1: read here once,
+# so that every notebook and the student README mean the same switch.
+QUICK = os.environ.get("CI") == "true" or os.environ.get("DLMIE_QUICK") == "1"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_part
+from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_message, unfinished_part
 from dlmie.data import data_root
 
 GRADED_DIR = "tests/graded"
@@ -69,7 +69,7 @@ def atomic_output(path: Path):
 class GradedTest:
     """One graded test function.
 
-    - key: "tests/graded/test_rnn.py::test_step" (pytest's node id without parameters)
+    - key: "tests/graded/test_05_lstm_and_scan.py::test_lstm_step_forward_random" (pytest's node id without parameters)
     - part, points: from its graded marker
     - line: line of the def
     - notebook: the module's NOTEBOOK constant, or ""
@@ -444,8 +444,9 @@ def score(tests: list[GradedTest], run: GradeRun, part: str | None = None) -> li
         note = ""
         if failed:
             reason = run.failure(failed[0].key)
-            if unfinished_part(reason):
-                reason = "not implemented yet"
+            unfinished = unfinished_part(reason)
+            if unfinished:
+                reason = unfinished_message(unfinished)
             note = f"{failed[0].key.split('::', 1)[1]}: {reason}"
         scores.append(PartScore(name, earned, sum(t.points for t in own), note))
     return scores

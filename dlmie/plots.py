@@ -115,6 +115,44 @@ def image_grid(images, titles=None, ncols: int = 4, cmap: str = "inferno", size:
     return fig
 
 
+def epoch_curves(ax, history: list, lines: dict, kept: int | None = None, style: str = "o-") -> None:
+    """A training history's values per epoch on one matplotlib axis, and the epoch whose weights were kept.
+
+    Inputs:
+    - ax: the axis to draw on
+    - history: one dict per epoch with "epoch" and values (a checkpoint's meta["history"]); an
+      epoch without a key has no point on its line
+    - lines: history key -> legend label, one line each
+    - kept: the kept epoch (a dotted vertical line), or None
+    - style: matplotlib format of the lines
+    """
+    for key, label in lines.items():
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        ax.plot([e for e, _ in points], [v for _, v in points], style, label=label, markersize=4)
+    if kept is not None:
+        ax.axvline(kept, color="gray", ls=":", label=f"kept: epoch {kept}")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=8)
+
+
+def caption_gallery(image_dir, names: list, captions: dict, count: int = 8, ncols: int = 4):
+    """Images of a split with the captions of each captioner below them.
+
+    Inputs:
+    - image_dir: the folder of the images
+    - names: the M image file names, in the order of the captions
+    - captions: label -> M captions (str), one line per label under each image
+    - count: how many images, spread evenly over the M
+    Returns the figure (image_grid's).
+    """
+    from dlmie.images import load_image
+
+    shown = list(range(0, len(names), max(1, len(names) // count)))[:count]
+    images = [load_image(Path(image_dir) / names[i], size=224) for i in shown]
+    titles = ["\n".join(f"{label}: {texts[i]}" for label, texts in captions.items()) for i in shown]
+    return image_grid(images, titles, ncols=ncols, size=3.2)
+
+
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Write a figure (PNG, or whatever the suffix says), creating the folder; returns the path.
 

@@ -93,3 +93,14 @@ def test_caption_command(tiny_setup, tmp_path, capsys):
     assert status == 1 and out.startswith(str(root / "Flicker8k_Dataset" / "a.jpg") + ": ")
     assert "broken.png" in err
     assert caption_command.main(["--checkpoint", str(tmp_path / "nothing.npz"), str(broken)]) == 2
+
+
+def test_score_table_one_row_per_captioner_in_metrics_order():
+    from dlmie.captioning.evaluation import Judged, score_table
+
+    judged = {"greedy": Judged({m: 0.1 * k for k, m in enumerate(METRICS)}, None, {}, []),
+              "beam 3": Judged({m: 0.5 for m in METRICS}, None, {}, [])}
+    header, greedy, beam = score_table(judged).splitlines()
+    assert header.split() == list(METRICS)
+    assert greedy.split() == ["greedy", *(f"{0.1 * k:.3f}" for k in range(len(METRICS)))]
+    assert beam.split()[:2] == ["beam", "3"] and beam.split()[2:] == ["0.500"] * len(METRICS)

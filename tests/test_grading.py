@@ -37,7 +37,8 @@ def test_handout_scores_zero_and_solution_full(toy):
     root, _, student = toy
     proc = toy_assignment.grade(student)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "double      0/2  test_double: not implemented yet" in proc.stdout
+    assert ("double      0/2  test_double: double is not implemented yet: write it in dlmie/toy.py (notebook 01_toy)"
+            in proc.stdout)
     assert last_line(proc) == "score: 0/5"
     proc = toy_assignment.grade(root)
     assert last_line(proc) == "score: 5/5"

@@ -212,3 +212,17 @@ def test_wrapped_titles_fit_the_cell_and_keep_their_line_breaks():
     lines = plots.wrap_title(title, 2.0).split("\n")
     assert max(map(len, lines)) <= 32 and lines[-1] == "truth: a girl"
     assert " ".join(lines[:-1]).split() == title.split("\n")[0].split()  # no word lost or broken
+
+
+def test_epoch_curves_skip_epochs_without_the_key_and_mark_the_kept_epoch():
+    import matplotlib.pyplot as plt
+
+    from dlmie.plots import epoch_curves
+
+    fig, ax = plt.subplots()
+    history = [{"epoch": 0, "val": 3.0}, {"epoch": 1, "val": 2.0, "train": 2.5}, {"epoch": 2, "val": 2.2, "train": 2.0}]
+    epoch_curves(ax, history, {"val": "validation", "train": "train"}, kept=1)
+    val, train = ax.get_lines()[:2]
+    assert list(val.get_xdata()) == [0, 1, 2] and list(train.get_xdata()) == [1, 2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["validation", "train", "kept: epoch 1"]
+    plt.close(fig)

@@ -8,7 +8,7 @@ import pytest
 
 from dlmie import assignment
 
-STUB = assignment.stub_message("lstm_step_forward", "dlmie.rnn.lstm_step_forward")
+STUB = assignment.stub_message("lstm_step_forward", "dlmie.kernels.lstm.lstm_step_forward")
 
 
 @pytest.fixture
@@ -40,11 +40,11 @@ def test_other_not_implemented_errors_keep_their_traceback(shell, capsys):
 
 
 def test_message_names_the_file_and_notebook_from_the_manifest(tmp_path):
-    manifest = {"parts": [{"name": "lstm_step_forward", "file": "dlmie/rnn.py", "function": "dlmie.rnn.lstm_step_forward",
-                           "notebook": "05_lstm_and_scan", "points": 4}], "files": ["dlmie/rnn.py"], "total": 4}
+    manifest = {"parts": [{"name": "lstm_step_forward", "file": "dlmie/kernels/lstm.py", "function": "dlmie.kernels.lstm.lstm_step_forward",
+                           "notebook": "05_lstm_and_scan", "points": 4}], "files": ["dlmie/kernels/lstm.py"], "total": 4}
     (tmp_path / assignment.MANIFEST).write_text(json.dumps(manifest))
     assert assignment.unfinished_message("lstm_step_forward", root=tmp_path) == (
-        "lstm_step_forward is not implemented yet: write it in dlmie/rnn.py (notebook 05_lstm_and_scan)"
+        "lstm_step_forward is not implemented yet: write it in dlmie/kernels/lstm.py (notebook 05_lstm_and_scan)"
     )
 
 

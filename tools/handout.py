@@ -75,8 +75,8 @@ class Region:
     """One student region.
 
     - part: the name of the function holding it
-    - file: path relative to the root, e.g. "dlmie/rnn.py"
-    - where: the function's dotted path, e.g. "dlmie.rnn.lstm_step_forward"
+    - file: path relative to the root, e.g. "dlmie/kernels/lstm.py"
+    - where: the function's dotted path, e.g. "dlmie.kernels.lstm.lstm_step_forward"
     - begin, end: 1-based lines of the BEGIN and END markers
     - indent: the BEGIN marker's indentation
     - summary: the first line of the function's docstring
@@ -123,7 +123,7 @@ def scan_file(rel: str, text: str) -> tuple[list[Region], list[str]]:
     """The regions of one file, and its marker errors ("file:line: problem").
 
     Inputs:
-    - rel: the file's path relative to the root (names the module: dlmie/rnn.py -> dlmie.rnn)
+    - rel: the file's path relative to the root (names the module: dlmie/kernels/lstm.py -> dlmie.kernels.lstm)
     - text: its content
     Returns:
     - (regions in line order, errors); regions are only returned when there are no errors

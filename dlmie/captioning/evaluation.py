@@ -6,6 +6,7 @@ for bootstrap intervals, and the diversity of what it writes.
     bootstrap(result.per_image)         # 95% intervals of BLEU-4 and CIDEr over resampled images
     paired_bootstrap(result.per_image, other.per_image)   # the difference, on the same resamples
     result.diversity                    # distinct captions, words used, copies of training captions
+    print(score_table({"A": result, "B": other}))                 # the metrics, one row per captioner
     print(noise_table({"A": result, "B": other}, baseline="B"))   # all of it, side by side
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlmie.captioning.bootstrap import ImageScores, bootstrap, paired_bootstrap
-from dlmie.captioning.metrics import diversity, evaluate_tokenized, tokenize
+from dlmie.captioning.metrics import METRICS, diversity, evaluate_tokenized, tokenize
 
 
 @dataclass
@@ -46,6 +47,21 @@ def judge(references: dict, candidates: dict, training_tokens, spice: bool = Fal
     per_image = ImageScores.of([cands[n][0].split() for n in names], [[r.split() for r in refs[n]] for n in names])
     return Judged(evaluate_tokenized(refs, cands, spice=spice), per_image,
                   diversity([candidates[n] for n in names], training_tokens), names)
+
+
+def score_table(judged: dict) -> str:
+    """The corpus scores of captioners judged on the same images, one row each.
+
+    Inputs:
+    - judged: label -> Judged
+    Returns text: a header of metric names (METRICS, then SPICE where every captioner has it) and
+    one row per captioner, scores to three decimals.
+    """
+    metrics = [*METRICS] + (["SPICE"] if all("SPICE" in j.scores for j in judged.values()) else [])
+    width = max(len(label) for label in judged) + 2
+    lines = [f"{'':{width}}" + "".join(f"{m:>9}" for m in metrics)]
+    lines += [f"{label:{width}}" + "".join(f"{j.scores[m]:9.3f}" for m in metrics) for label, j in judged.items()]
+    return "\n".join(lines)
 
 
 def noise_table(judged: dict, baseline: str, resamples: int = 1000, seed: int = 0) -> str:

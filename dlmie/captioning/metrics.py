@@ -1,7 +1,7 @@
 """Caption metrics, the standard way: pycocoevalcap (the COCO caption evaluation code) with its
 Stanford PTB tokenizer, BLEU-1..4 (Papineni 2002), METEOR (Banerjee & Lavie 2005), ROUGE-L (Lin
-2004) and CIDEr (Vedantam 2015). The tokenizer and METEOR run in Java (installed with the
-course's environment). SPICE (Anderson 2016) downloads a Stanford CoreNLP model at first use,
+2004) and CIDEr (Vedantam 2015). The tokenizer and METEOR run in Java (the student
+README's set-up installs it; environment.yml has it). SPICE (Anderson 2016) downloads a Stanford CoreNLP model at first use,
 so it is optional and skipped, with a message, when that is not possible. `diversity` measures
 how varied a captioner's output is, beside the metrics.
 """
@@ -30,8 +30,10 @@ def tokenize(references: dict, candidates: dict) -> tuple[dict, dict]:
     if not candidates:
         raise ValueError("nothing to evaluate: no candidates")
     if shutil.which("java") is None:
-        raise RuntimeError("the COCO caption metrics need Java (the PTB tokenizer and METEOR are Java programs); "
-                           "install a JDK, e.g. conda install openjdk")
+        raise RuntimeError("the COCO caption metrics need Java 11 or newer (the PTB tokenizer and METEOR are Java "
+                           "programs): on Debian/Ubuntu `sudo apt install default-jre`, on macOS `brew install openjdk`, "
+                           "on Windows the Temurin JRE from https://adoptium.net; conda environments have it "
+                           "(environment.yml)")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     tokenizer = PTBTokenizer()
