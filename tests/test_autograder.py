@@ -48,10 +48,11 @@ class Built:
             self.handout_files = {f: zf.read(f"dlmie-student/{f}") for f in self.manifest["files"]}
         self.solution_files = {f: (REPO / f).read_bytes() for f in self.manifest["files"]}
 
-    def run(self, tree: Path) -> subprocess.CompletedProcess:
-        """run_autograder's command on a simulated /autograder tree, importing the unpacked zip's dlmie."""
+    def run(self, tree: Path, command: str = "run") -> subprocess.CompletedProcess:
+        """run_autograder's command (or setup.sh's check) on a simulated /autograder tree, importing
+        the unpacked zip's dlmie."""
         env = {**os.environ, autograder.ROOT_VARIABLE: str(tree), "PYTHONPATH": str(self.source)}
-        return subprocess.run([sys.executable, "-m", "dlmie.teacher.autograder", "run"], cwd=self.source, env=env,
+        return subprocess.run([sys.executable, "-m", "dlmie.teacher.autograder", command], cwd=self.source, env=env,
                               capture_output=True, text=True, timeout=300)
 
 
@@ -160,6 +161,14 @@ def test_the_zip_holds_gradescopes_layout_and_keeps_the_solution_out_of_the_hand
     assert json.loads((built.source / "config.json").read_text())["seed"] == SEED
     with zipfile.ZipFile(built.source / "dlmie-student.zip") as zf:
         assert not [n for n in zf.namelist() if "/dlmie/teacher/" in n]
+
+
+def test_setup_checks_that_the_solution_scores_full_marks(graded):
+    built, *_ = graded
+    assert "python -m dlmie.teacher.autograder check" in (built.source / "setup.sh").read_text()
+    run = built.run(built.root, "check")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"check: the solution scores {built.manifest['total']} (full marks)" in run.stdout
 
 
 def test_a_failure_of_the_autograder_is_written_for_the_student(graded, tmp_path):

@@ -3,6 +3,7 @@ submission in a fresh container.
 
     python -m dlmie.teacher.autograder build [--handout ZIP] [--out ZIP] [--seed N] [--visibility V]
     python -m dlmie.teacher.autograder run        (what the zip's run_autograder calls)
+    python -m dlmie.teacher.autograder check      (the end of setup.sh: the solution must score full marks)
 
 `build` (make autograder) writes build/autograder.zip in Gradescope's layout: at its root setup.sh
 and run_autograder, and beside them (unpacked by Gradescope into /autograder/source) the solution's
@@ -28,7 +29,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from dlmie.grading import atomic_output
+from dlmie.assignment import MANIFEST
+from dlmie.grading import HANDOUT_TOP, atomic_output
 from dlmie.teacher import hidden
 from dlmie.teacher.grader import Grader, Handout, Settings, SubmissionGrade
 from dlmie.teacher.sandbox import GiB, Limits
@@ -68,6 +70,9 @@ fi
 # environment that every sandboxed worker sees. The grader imports it from /autograder/source.
 /autograder/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt
 /autograder/venv/bin/python -m pip install --quiet -r requirements.txt
+# Grade the solution's own files once: the image fails to build unless they score full marks, and
+# PyTensor's C code compiled now stays in the image, so no submission compiles it again.
+PYTHONPATH=/autograder/source /autograder/venv/bin/python -m dlmie.teacher.autograder check
 """
 
 RUN_AUTOGRADER = r"""#!/usr/bin/env bash
@@ -260,6 +265,34 @@ def run_autograder(root: Path) -> dict:
     return results
 
 
+def check(root: Path) -> dict:
+    """Grade the solution's own part files (<root>/source/dlmie) as a submission, in a temporary tree.
+
+    Inputs:
+    - root: Gradescope's /autograder, with source/ (the unpacked zip)
+    Returns:
+    - the results
+    Raises:
+    - RuntimeError when the solution does not score full marks (a handout of another version, a
+      machine that cannot run the parts)
+    """
+    source = Path(root) / "source"
+    with zipfile.ZipFile(source / HANDOUT_NAME) as zf:
+        manifest = json.loads(zf.read(f"{HANDOUT_TOP}/{MANIFEST}"))
+    with tempfile.TemporaryDirectory(prefix="dlmie-check-") as tmp:
+        tree = Path(tmp)
+        (tree / "source").symlink_to(source.resolve())
+        for rel in manifest["files"]:
+            (tree / "submission" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / "submission" / rel).write_bytes((source / rel).read_bytes())
+        results = run_autograder(tree)
+    if results["score"] != manifest["total"]:
+        failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["status"] == "failed"]
+        raise RuntimeError(f"the solution scores {results['score']}/{manifest['total']} in the autograder:\n"
+                           + "\n".join(failed or [results["output"]]))
+    return results
+
+
 def _write_results(root: Path, results: dict) -> None:
     with atomic_output(root / "results" / "results.json") as part:
         part.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -279,6 +312,7 @@ def main(argv=None) -> int:
     make.add_argument("--visibility", choices=VISIBILITIES, default="visible",
                       help="when students see their results (default: %(default)s)")
     commands.add_parser("run", help=f"grade the submission (Gradescope's run_autograder; root: ${ROOT_VARIABLE} or /autograder)")
+    commands.add_parser("check", help="grade the solution's own files; fail unless they score full marks (setup.sh)")
     args = parser.parse_args(argv)
     if args.command == "build":
         repo = Path(__file__).resolve().parents[2]
@@ -290,9 +324,14 @@ def main(argv=None) -> int:
         print(f"wrote {args.out}: hidden cases of seed {config['seed']}, results {config['visibility']}; "
               f"upload it as the assignment's autograder on Gradescope (docs/teaching.md)")
         return 0
+    root = Path(os.environ.get(ROOT_VARIABLE, "/autograder"))
     try:
-        run_autograder(Path(os.environ.get(ROOT_VARIABLE, "/autograder")))
-    except FileNotFoundError as err:
+        if args.command == "check":
+            results = check(root)
+            print(f"check: the solution scores {results['score']} (full marks) in the autograder")
+        else:
+            run_autograder(root)
+    except (FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
