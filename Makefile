@@ -6,6 +6,7 @@
 #   make submit      student side: build/submission.zip with the files holding parts and the notebooks
 #   make student     teacher side: the student handout build/dlmie-student.zip (tools/handout.py)
 #   make fixtures    teacher side: the graded tests' expected values (tests/graded/make_fixtures.py)
+#   make autograder  teacher side: the Gradescope autograder build/autograder.zip (SEED=N: its hidden cases' seed)
 # Variables: PYTHON (the interpreter that creates .venv), DLMIE_MIRROR (see get_datasets.sh).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -20,7 +21,7 @@ TEST_COMMAND := $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env 
 # cell's metadata (dlmie/templates/dlmie-lab; tests/test_notebook_html.py runs the same options).
 NBCONVERT_HTML := --to html --template dlmie-lab --TemplateExporter.extra_template_basedirs=dlmie/templates
 
-.PHONY: setup data notebooks test bench grade submit student fixtures clean
+.PHONY: setup data notebooks test bench grade submit student fixtures autograder clean
 
 setup: $(INSTALLED)
 
@@ -62,7 +63,7 @@ grade: setup
 submit: setup
 	$(PY) -m dlmie.grade --pack
 
-# The two teacher targets need the solution repository; the handout leaves their scripts out.
+# The teacher targets need the solution repository; the handout leaves their scripts out.
 student: setup
 	@test -f tools/handout.py || { echo "make student runs in the solution repository (tools/handout.py)"; exit 1; }
 	$(PY) tools/handout.py --out build/dlmie-student.zip
@@ -70,6 +71,10 @@ student: setup
 fixtures: setup
 	@test -f tests/graded/make_fixtures.py || { echo "make fixtures runs in the solution repository (tests/graded/make_fixtures.py)"; exit 1; }
 	$(PY) tests/graded/make_fixtures.py
+
+# The solution's dlmie (hidden cases included) and the handout, in Gradescope's layout.
+autograder: student
+	$(PY) -m dlmie.teacher.autograder build --handout build/dlmie-student.zip --out build/autograder.zip $(if $(SEED),--seed $(SEED))
 
 .PHONY: site lab
 

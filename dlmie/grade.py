@@ -4,6 +4,8 @@
     python -m dlmie.grade --pack [--out ZIP]             the student's build/submission.zip (make submit)
     python -m dlmie.grade --submissions DIR [--handout ZIP] [--out CSV] [--seed N] [--memory GIB]
                           [--timeout S] [--test-timeout S]
+    python -m dlmie.grade --similarity DIR [--handout ZIP] [--out STEM]
+                                                         how alike the parts' code is: STEM.html, STEM.csv
 
 --submissions (the teacher's side, in the solution repository) grades each student's parts on hidden
 inputs in a sandboxed worker process, one per submission; see docs/teaching.md.
@@ -37,10 +39,13 @@ def main(argv=None) -> int:
     mode.add_argument("--part", metavar="NAME", help="run only this part's tests (with their tracebacks)")
     mode.add_argument("--pack", action="store_true", help="zip the files holding parts and the notebooks (make submit)")
     mode.add_argument("--submissions", type=Path, metavar="DIR", help="grade every <student>.zip in DIR into a CSV gradebook")
+    mode.add_argument("--similarity", type=Path, metavar="DIR",
+                      help="compare the parts' code across the submissions in DIR (an HTML report and a CSV of pairs)")
     parser.add_argument("--handout", type=Path, default=Path("build/dlmie-student.zip"),
-                        help="with --submissions: the handout to grade against (default: %(default)s)")
+                        help="with --submissions, --similarity: the handout to grade against (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="--pack: the zip (default: build/submission.zip); "
-                        "--submissions: the gradebook (default: gradebook.csv)")
+                        "--submissions: the gradebook (default: gradebook.csv); "
+                        "--similarity: the report's path without suffix (default: similarity)")
     parser.add_argument("--timeout", type=float, default=600, metavar="S",
                         help="with --submissions: wall-clock limit of one submission's cases (default: %(default)g)")
     parser.add_argument("--test-timeout", type=float, default=60, metavar="S",
@@ -83,6 +88,15 @@ def main(argv=None) -> int:
             return 2
         print(f"wrote {out} ({len(grades)} submissions; logs in {out.with_name(out.stem + '_logs')})")
         return 0
+
+    if args.similarity is not None:
+        try:
+            from dlmie.teacher.similarity import report
+        except ImportError:
+            print("error: the similarity report runs in the solution repository (dlmie/teacher/ is not in the handout)",
+                  file=sys.stderr)
+            return 2
+        return report(args.similarity, args.handout, args.out or Path("similarity"))
 
     try:
         tests = graded_tests(ROOT)
