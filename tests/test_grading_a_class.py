@@ -320,17 +320,22 @@ def test_the_run_finished_every_row(graded):
     assert sorted(rows) == sorted(p.name.removesuffix(".zip") for p in c.submissions.iterdir())
 
 
+def running(mark: str) -> list[str]:
+    """The processes whose command line holds `mark`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(entry.name)
+        except OSError:
+            pass
+    return found
+
+
 def test_nothing_is_left_running_or_on_disk(graded):
     c, *_ = graded
     assert not c.left_behind
-    leftovers = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and DAEMON_MARK in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                leftovers.append(entry.name)
-        except OSError:
-            pass
-    assert not leftovers
+    assert not running(DAEMON_MARK)
 
 
 def test_no_secret_reaches_the_gradebook_or_its_logs(graded):
@@ -400,9 +405,23 @@ def test_without_namespaces_grading_runs_with_limits_and_says_so(graded, tmp_pat
     folder.mkdir()
     for student in ("0_solution_first", "z_handout"):
         (folder / f"{student}.zip").write_bytes((c.submissions / f"{student}.zip").read_bytes())
+    mark = f"4343.{os.getpid()}"
+    c.attack("daemons_without_namespaces", body=f"""
+        import os, subprocess
+        subprocess.Popen(["sleep", "{mark}"], start_new_session=True)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "{mark}"])
+            os._exit(0)
+        return np.zeros((len(alpha), size[0], size[1]), np.float32)
+        """)
+    (c.submissions / "daemons_without_namespaces.zip").rename(folder / "daemons_without_namespaces.zip")
     lines = []
     settings = Settings(timeout=150, test_timeout=20, seed=7, isolation=sandbox.Isolation(sandbox.LIMITS, "a test"))
     grades = grade_submissions(folder, c.built, tmp_path / "gradebook.csv", settings, progress=lines.append)
     assert lines[0].startswith("warning: no sandbox on this machine (a test)")
     assert [(g.student, sum(s.earned for s in g.scores), g.isolation) for g in grades] == [
-        ("0_solution_first", int(rows["0_solution_first"]["score"]), sandbox.LIMITS), ("z_handout", 0, sandbox.LIMITS)]
+        ("0_solution_first", int(rows["0_solution_first"]["score"]), sandbox.LIMITS),
+        ("daemons_without_namespaces", 0, sandbox.LIMITS), ("z_handout", 0, sandbox.LIMITS)]
+    assert not running(mark)

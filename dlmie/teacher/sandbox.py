@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -161,6 +162,11 @@ class Run:
 
     def __init__(self, argv, mounts: Mounts, chdir: Path, env: dict, output: Path, limits: Limits, isolation: Isolation):
         cmd = _bwrap_command(argv, mounts, chdir, isolation.level) if isolation.namespaces else argv
+        self.isolation = isolation
+        # Without a PID namespace, a process that left the process group (a daemon) is still
+        # found by this mark in its environment, which its children inherit.
+        self.mark = f"DLMIE_SANDBOX_RUN={secrets.token_hex(8)}".encode()
+        env = {**env, "DLMIE_SANDBOX_RUN": self.mark.split(b"=")[1].decode()}
         self.started = time.monotonic()
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=chdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
@@ -171,12 +177,30 @@ class Run:
         return self.proc.poll()
 
     def kill(self) -> None:
-        """End the run and everything it started (in its process group; with namespaces, everything)."""
+        """End the run and everything it started: with namespaces, its PID namespace ends with it;
+        without, its process group and every process that carries its mark."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        if not self.isolation.namespaces:
+            for pid in self._marked():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def _marked(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if self.mark in (entry / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(entry.name))
+                except OSError:
+                    pass
+        return pids
 
 
 def describe_exit(status: int | None, limits: Limits) -> str:
