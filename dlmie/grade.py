@@ -3,7 +3,7 @@
     python -m dlmie.grade [--part NAME]                  one row per part, last line "score: X/Y"
     python -m dlmie.grade --pack [--out ZIP]             the student's build/submission.zip (make submit)
     python -m dlmie.grade --submissions DIR [--handout ZIP] [--out CSV] [--seed N] [--memory GIB]
-                          [--timeout S] [--test-timeout S]
+                          [--timeout S] [--test-timeout S] [--jobs N] [--id-pattern REGEX] [--only NAME]
     python -m dlmie.grade --similarity DIR [--handout ZIP] [--out STEM]
                                                          how alike the parts' code is: STEM.html, STEM.csv
 
@@ -14,6 +14,8 @@ inputs in a sandboxed worker process, one per submission; see docs/teaching.md.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,7 +56,19 @@ def main(argv=None) -> int:
                         help="with --submissions: the hidden cases' seed (default: a new one, written to the logs' run.log)")
     parser.add_argument("--memory", type=float, default=4, metavar="GIB",
                         help="with --submissions: memory limit of a student's worker in GiB (default: %(default)g)")
+    parser.add_argument("--jobs", type=int, default=_cores(), metavar="N",
+                        help="with --submissions: submissions graded at once (default: the cores, %(default)s)")
+    parser.add_argument("--id-pattern", metavar="REGEX",
+                        help="with --submissions: finds the student's LMS id in each file name without .zip, for the "
+                        "gradebook's id column (its first group if it has one; default: the whole name)")
+    parser.add_argument("--only", metavar="NAME",
+                        help="with --submissions: regrade this one submission of DIR and replace its row in the "
+                        "gradebook (on the seed of the gradebook's run.log unless --seed)")
     args = parser.parse_args(argv)
+
+    if args.submissions is None and (args.only or args.id_pattern):
+        print("error: --only and --id-pattern go with --submissions DIR", file=sys.stderr)
+        return 2
 
     if args.pack:
         try:
@@ -71,6 +85,15 @@ def main(argv=None) -> int:
         if not args.submissions.is_dir():
             print(f"error: {args.submissions} is not a folder", file=sys.stderr)
             return 2
+        if args.jobs < 1:
+            print(f"error: --jobs must be at least 1, not {args.jobs}", file=sys.stderr)
+            return 2
+        if args.id_pattern is not None:
+            try:
+                re.compile(args.id_pattern)
+            except re.error as err:
+                print(f"error: --id-pattern {args.id_pattern!r} is not a regular expression: {err}", file=sys.stderr)
+                return 2
         out = args.out or Path("gradebook.csv")
         try:
             from dlmie.teacher.grader import Settings, grade_submissions
@@ -80,13 +103,15 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         limits = Limits(memory=int(args.memory * GiB), cpu_seconds=int(args.timeout))
-        settings = Settings(args.timeout, args.test_timeout, limits, args.seed)
+        settings = Settings(args.timeout, args.test_timeout, limits, args.seed, jobs=args.jobs)
         try:
-            grades = grade_submissions(args.submissions, args.handout, out, settings)
+            grades = grade_submissions(args.submissions, args.handout, out, settings, id_pattern=args.id_pattern,
+                                       only=args.only, bar=sys.stdout.isatty())
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"wrote {out} ({len(grades)} submissions; logs in {out.with_name(out.stem + '_logs')})")
+        print(f"wrote {out} ({len(grades)} submission{'s' * (len(grades) != 1)} graded; logs in "
+              f"{out.with_name(out.stem + '_logs')}, feedback for the students in {out.with_name(out.stem + '_feedback')})")
         return 0
 
     if args.similarity is not None:
@@ -116,6 +141,11 @@ def main(argv=None) -> int:
         print(f"warning: the test run ended with exit status {run.returncode}; parts not run earn nothing")
     print(format_scores(score(tests, run, part=args.part)))
     return 0 if run.returncode in (0, 1) else 1
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if __name__ == "__main__":

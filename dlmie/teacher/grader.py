@@ -24,15 +24,16 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import pytensor
 
 from dlmie.assignment import read_manifest
 from dlmie.grading import HANDOUT_TOP, NOTEBOOKS, PartScore, atomic_output, format_scores
-from dlmie.parts import ERROR, PARTS
-from dlmie.teacher import hidden, sandbox
+from dlmie.parts import ERROR, PARTS, Case
+from dlmie.teacher import feedback, hidden, sandbox
 from dlmie.teacher.sandbox import BWRAP_NOBODY, NOBODY, Isolation, Limits, Mounts
 
 OUTPUT_TAIL = 8192  # bytes of a worker's output kept for the log
@@ -189,6 +190,7 @@ class Settings:
     - limits: each worker's resource limits
     - seed: the hidden cases' seed (None: a new one, written to the run's log)
     - isolation: None to detect the best the machine gives
+    - jobs: submissions graded at once, each by its own worker
     """
 
     timeout: float = 600
@@ -196,18 +198,40 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     seed: int | None = None
     isolation: Isolation | None = None
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """How one hidden case of a submission went, without its values: the part's name, the table's
+    case (name, about, kind) and the verdict."""
+
+    part: str
+    case: Case
+    verdict: hidden.Verdict
 
 
 @dataclass
 class SubmissionGrade:
-    """One gradebook row: the student (the zip's name without .zip), points per part, issues."""
+    """One gradebook row: the student (the zip's name without .zip), points per part, issues; each
+    case's result; and where the time went, in seconds: "prepare" (the work and compile folders),
+    "startup" (each sandboxed worker, until its Python runs the worker), "cases" (the rest of the
+    workers' time: importing the student's files and running the cases); grade_submissions adds
+    "total" (the submission from start to end)."""
 
     student: str
     scores: list[PartScore]
     issues: list[Issue]
     isolation: str
     output_tail: str = ""
-    case_notes: list[str] = field(default_factory=list)
+    results: list[CaseResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def case_notes(self) -> list[str]:
+        """One line per case: PASS or FAIL, the case, and why it failed (never an expected value)."""
+        return [f"{'PASS' if r.verdict.passed else 'FAIL'} {hidden.describe(r)}"
+                + ("" if r.verdict.passed else f": {r.verdict.note}") for r in self.results]
 
     @property
     def status(self) -> str:
@@ -266,6 +290,8 @@ class _Worker:
         self.results: dict[str, tuple[str | None, Path | None]] = {}
         self.failures: dict[str, str] = {}  # case id -> why the worker running it ended
         self.import_errors: list[str] = []
+        self.startup = 0.0  # seconds from starting each sandbox to its worker's first file
+        self.elapsed = 0.0  # seconds of every worker run in all
 
     def env(self) -> dict:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(self.view),
@@ -290,7 +316,7 @@ class _Worker:
             pending.remove(cid)
 
     def run(self, cases: list[hidden.HiddenCase], deadline: float) -> None:
-        settings, limits = self.grader.settings, self.grader.settings.limits
+        settings, limits = self.grader.settings, self.grader.limits
         pending = [c.id for c in cases]
         while pending:
             if time.monotonic() > deadline:
@@ -298,11 +324,16 @@ class _Worker:
                     self.failures[cid] = f"not run: the submission's time limit of {settings.timeout:g} s was reached"
                 return
             (self.out / "probe.done").unlink(missing_ok=True)
+            (self.out / "probe.started").unlink(missing_ok=True)
             argv = [self.grader.python, "-m", "dlmie.worker", str(self.grader.request), str(self.out), *pending]
             run = sandbox.Run(argv, self.mounts, self.view, self.env(), self.log, limits, self.grader.isolation)
             current, since, status, stopped = None, time.monotonic(), None, ""
+            running = False
             while True:
                 status = run.poll()
+                if not running and (status is not None or (self.out / "probe.started").exists()):
+                    running = True
+                    self.startup += time.monotonic() - run.started
                 self._collect(pending)
                 started = [cid for cid in pending if (self.out / f"{cid}.started").exists()]
                 now = time.monotonic()
@@ -318,6 +349,7 @@ class _Worker:
                     break
                 time.sleep(POLL)
             run.kill()
+            self.elapsed += time.monotonic() - run.started
             self._collect(pending)
             probe = self.out / "probe.done"
             if probe.exists() and not self.import_errors:
@@ -366,6 +398,11 @@ class Grader:
             path.chmod(0o755 if path.is_dir() else 0o644)
         self.python = sys.executable
         self.compile_source = Path(pytensor.config.compiledir)
+        # RLIMIT_NPROC counts every process of the user a worker runs as (nobody, or the teacher),
+        # not those of one sandbox: `jobs` sandboxes at once need `jobs` allowances, or a worker
+        # would fail to start threads because its neighbours run. One student's code can then
+        # start up to jobs x the limit, still bounded, and all of it ends with its sandbox.
+        self.limits = replace(settings.limits, processes=settings.limits.processes * settings.jobs)
 
     @property
     def parts(self) -> list[str]:
@@ -435,7 +472,9 @@ class Grader:
                 issues.append(Issue("syntax_error", f"{name}{where}: {msg}; graded with the handout's version of the file"))
         work = Path(work)
         work.chmod(0o711)
+        started = time.monotonic()
         view, mounts = self._prepare(code, work)
+        prepared = time.monotonic() - started
         worker = _Worker(self, view, mounts, work)
         worker.run(self.cases, time.monotonic() + self.settings.timeout)
         verdicts = {}
@@ -455,10 +494,10 @@ class Grader:
             with open(worker.log, "rb") as f:
                 f.seek(max(0, size - OUTPUT_TAIL))
                 tail = f.read()
-        notes = [f"{'PASS' if v.passed else 'FAIL'} {hidden.describe(c)}" + ("" if v.passed else f": {v.note}")
-                 for c in self.cases for v in [verdicts[c.id]]]
+        results = [CaseResult(c.part, c.case, verdicts[c.id]) for c in self.cases]
+        timings = {"prepare": prepared, "startup": worker.startup, "cases": worker.elapsed - worker.startup}
         return SubmissionGrade(student, self._scores(verdicts), issues, level,
-                               tail.decode("utf-8", "replace"), notes)
+                               tail.decode("utf-8", "replace"), results, timings)
 
     def _issues(self, worker: _Worker, verdicts: dict) -> list[Issue]:
         issues = []
@@ -501,55 +540,166 @@ class Grader:
 
 
 def grade_submissions(folder: Path, handout_zip: Path, out: Path, settings: Settings | None = None,
-                      progress=print) -> list[SubmissionGrade]:
-    """Grade every file in a folder of submissions into a CSV gradebook.
+                      progress=print, id_pattern: str | None = None, only: str | None = None,
+                      bar: bool = False) -> list[SubmissionGrade]:
+    """Grade the files in a folder of submissions into a CSV gradebook, `settings.jobs` at a time.
 
-    Each submission is graded on its own (see Grader.grade); whatever goes wrong with one becomes
-    its row's status and reason, and the next is graded. The gradebook is rewritten (atomically)
-    after each row; <out stem>_logs/ gets each submission's log and run.log (the seed, the isolation).
+    Each submission is graded on its own (see Grader.grade), in its own work folder and sandbox;
+    whatever goes wrong with one becomes its row's status and reason. As each finishes, the
+    gradebook is rewritten (atomically) with the rows finished so far, in file name order; <out
+    stem>_logs/ gets its log (and run.log: the seed, the isolation), <out stem>_feedback/ the
+    Markdown feedback to hand back to the student.
 
     Inputs:
     - folder: holds one file per student, normally <student>.zip (hidden files are skipped)
     - handout_zip: the handout the submissions are graded against
-    - out: the CSV: student, score, possible, one column per part, status, reason, isolation
+    - out: the CSV: student, score, possible, one column per part, status, reason, isolation, id,
+      percent (see GRADEBOOK_END)
     - settings: see Settings
     - progress: called with one line per graded submission (and a few about the run)
+    - id_pattern: regular expression that finds the LMS's student id in the file name without .zip
+      (its first group if it has one); None: the whole name
+    - only: grade this one submission (its name, with or without .zip) and replace its row in the
+      existing gradebook `out`; the seed defaults to the one of that gradebook's run.log
+    - bar: show a progress bar (tqdm) as well, for a terminal
     Returns:
-    - the SubmissionGrade of each submission, in file name order
+    - the SubmissionGrade of each submission graded, in file name order
+    Raises:
+    - ValueError: a name id_pattern does not match, an unknown `only`, no gradebook to update
     """
     settings = settings or Settings()
     out = Path(out)
     logs = out.with_name(out.stem + "_logs")
+    everyone = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    paths = [_find(everyone, only)] if only else everyone
+    ids = [student_id(p, id_pattern) for p in paths]
+    earlier = _read_rows(out) if only else []
+    if only and settings.seed is None:  # the same cases as the rest of the class
+        settings = replace(settings, seed=_earlier_seed(logs / "run.log"))
     logs.mkdir(parents=True, exist_ok=True)
-    grades = []
+    finished: dict[int, SubmissionGrade] = {}
     with tempfile.TemporaryDirectory(prefix="dlmie-grading-") as tmp:
         grader = Grader(handout_zip, Path(tmp), settings, progress)
+        header = gradebook_header(grader.parts)
+        if only and earlier[0] != header:
+            raise ValueError(f"{out} has other columns than this version's gradebook: grade the whole class again")
         run_log = {"seed": grader.seed, "isolation": grader.isolation.level, "why": grader.isolation.why,
                    "memory_bytes": settings.limits.memory, "timeout": settings.timeout,
-                   "test_timeout": settings.test_timeout}
+                   "test_timeout": settings.test_timeout, "jobs": settings.jobs}
         _write_text(logs / "run.log", json.dumps(run_log, indent=1) + "\n")
-        paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
-        for n, path in enumerate(paths):
-            work = Path(tmp) / f"work{n}"
-            work.mkdir()
-            started = time.monotonic()
-            try:
-                grade = grader.grade(path, work)
-            except Exception as err:  # a grader fault on one submission must not stop the class's run
-                grade = SubmissionGrade(path.name.removesuffix(".zip"), grader._scores({}),
-                                        [Issue("grading_error", f"{type(err).__name__}: {err}")], grader.isolation.level)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            grades.append(grade)
-            log = "\n".join([f"{grade.student}: {grade.status} (isolation: {grade.isolation})",
-                             *(f"- {i.detail}" for i in grade.issues), "", format_scores(grade.scores), "",
-                             *grade.case_notes, "", "last output of the worker:", grade.output_tail])
-            _write_text(logs / (re.sub(r"[^\w.-]", "_", grade.student) + ".log"), log)
-            _write_gradebook(out, grades, grader.parts, grader.possible)
-            total = sum(s.earned for s in grade.scores)
-            progress(f"[{n + 1}/{len(paths)}] {grade.student}: {total}/{grader.possible} {grade.status} "
-                     f"({time.monotonic() - started:.1f} s)")
-    return grades
+        shown = _Progress(len(paths), progress, bar)
+        # Threads suffice: grading a submission mostly waits on its worker process. They share the
+        # Grader, only read after its __init__; this thread alone writes the gradebook, logs and feedback.
+        with ThreadPoolExecutor(settings.jobs) as pool:
+            futures = {pool.submit(_grade_one, grader, path, Path(tmp) / f"work{n}"): n for n, path in enumerate(paths)}
+            for future in as_completed(futures):
+                n = futures[future]
+                grade = finished[n] = future.result()
+                _write_text(logs / (_file_name(grade.student) + ".log"), _log(grade))
+                _write_text(out.with_name(out.stem + "_feedback") / (_file_name(grade.student) + ".md"),
+                            feedback.markdown(grade, grader.possible))
+                rows = [_row(finished[k], ids[k], grader.parts, grader.possible) for k in sorted(finished)]
+                if only:
+                    rows = _place(earlier[1:], rows[0], [p.name.removesuffix(".zip") for p in everyone])
+                _write_gradebook(out, [header, *rows])
+                total = sum(s.earned for s in grade.scores)
+                shown.row(f"{grade.student}: {total}/{grader.possible} {grade.status} ({grade.timings['total']:.1f} s)")
+        shown.close()
+    return [finished[k] for k in sorted(finished)]
+
+
+def _grade_one(grader: Grader, path: Path, work: Path) -> SubmissionGrade:
+    """Grader.grade in a fresh work folder, removed after; a fault of the grader's becomes the row.
+    Adds timings["total"]: the seconds it all took, the folder's removal included."""
+    started = time.monotonic()
+    work.mkdir()
+    try:
+        grade = grader.grade(path, work)
+    except Exception as err:  # a grader fault on one submission must not stop the class's run
+        grade = SubmissionGrade(path.name.removesuffix(".zip"), grader._scores({}),
+                                [Issue("grading_error", f"{type(err).__name__}: {err}")], grader.isolation.level)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    grade.timings["total"] = time.monotonic() - started
+    return grade
+
+
+def _find(paths: list[Path], name: str) -> Path:
+    """The submission called `name` (its file name, or that name without .zip). Raises ValueError."""
+    for path in paths:
+        if name in (path.name, path.name.removesuffix(".zip")):
+            return path
+    shown = ", ".join(p.name for p in paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    raise ValueError(f"no submission {name!r} in the folder (it holds: {shown or 'nothing'})")
+
+
+def student_id(path: Path, pattern: str | None) -> str:
+    """The LMS's id of a submission's student: what `pattern` finds in the file name without .zip.
+
+    Inputs:
+    - path: the submission
+    - pattern: regular expression (re.search); its first group if it has one, else the whole match;
+      None: the whole name
+    Raises:
+    - ValueError when the pattern finds nothing (or an empty id) in the name
+    """
+    name = path.name.removesuffix(".zip")
+    if pattern is None:
+        return name
+    regex = re.compile(pattern)
+    found = regex.search(name)
+    found = found and (found.group(1) if regex.groups else found.group(0))
+    if not found:
+        raise ValueError(f"--id-pattern {pattern!r} finds no student id in {path.name!r}")
+    return found
+
+
+def _earlier_seed(run_log: Path) -> int:
+    """The seed an earlier run graded with (its run.log), so that a regraded row meets the same cases."""
+    try:
+        return int(json.loads(run_log.read_text(encoding="utf-8"))["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"no seed of the earlier run in {run_log} ({err}): pass the seed it graded with, --seed N") from err
+
+
+def _file_name(student: str) -> str:
+    return re.sub(r"[^\w.-]", "_", student)
+
+
+def _log(grade: SubmissionGrade) -> str:
+    """A submission's log for the teacher: issues, per-part table, every case, the worker's last output."""
+    return "\n".join([f"{grade.student}: {grade.status} (isolation: {grade.isolation})",
+                      *(f"- {i.detail}" for i in grade.issues), "", format_scores(grade.scores), "",
+                      *grade.case_notes, "", "last output of the worker:", grade.output_tail])
+
+
+class _Progress:
+    """One line per finished submission, with the time left estimated from the pace so far; a tqdm
+    bar under the lines when `bar` (a terminal)."""
+
+    def __init__(self, total: int, say, bar: bool):
+        from tqdm import tqdm
+
+        self.total, self.say, self.done, self.started = total, say, 0, time.monotonic()
+        self.bar = tqdm(total=total, unit="submission", dynamic_ncols=True) if bar else None
+
+    def row(self, text: str) -> None:
+        self.done += 1
+        left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        line = f"[{self.done}/{self.total}] {text}" + (f", about {_duration(left)} left" if self.done < self.total else "")
+        if self.bar is None:
+            self.say(line)
+        else:
+            self.bar.write(line)
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -557,12 +707,52 @@ def _write_text(path: Path, text: str) -> None:
         part.write_text(text, encoding="utf-8")
 
 
-def _write_gradebook(out: Path, grades: list[SubmissionGrade], parts: list[str], possible: int) -> None:
+# The columns after the parts'. id and percent serve a grade import: Canvas and Moodle match rows
+# by a student identifier column and read a grade column, both chosen when importing.
+GRADEBOOK_END = ["status", "reason", "isolation", "id", "percent"]
+
+
+def gradebook_header(parts: list[str]) -> list[str]:
+    """The gradebook's columns: student, score, possible, one per part, then GRADEBOOK_END."""
+    return ["student", "score", "possible", *parts, *GRADEBOOK_END]
+
+
+def _row(grade: SubmissionGrade, sid: str, parts: list[str], possible: int) -> list[str]:
+    """A gradebook row (as the CSV holds it: text) of a graded submission whose LMS id is `sid`."""
+    earned = {s.name: s.earned for s in grade.scores}
+    total = sum(earned.values())
+    cells = [grade.student, total, possible, *(earned.get(p, 0) for p in parts), grade.status, grade.reason,
+             grade.isolation, sid, f"{100 * total / possible:.2f}" if possible else "0.00"]
+    return [str(c) for c in cells]
+
+
+def _read_rows(out: Path) -> list[list[str]]:
+    """An existing gradebook's header and rows. Raises ValueError when there is none."""
+    try:
+        with open(out, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as err:
+        raise ValueError(f"--only replaces a row of an existing gradebook, and {out} cannot be read ({err.strerror}): "
+                         f"grade the class first") from err
+    if not rows:
+        raise ValueError(f"{out} is empty: grade the class first")
+    return rows
+
+
+def _place(rows: list[list[str]], row: list[str], order: list[str]) -> list[list[str]]:
+    """`rows` with `row` in place of the row of its student, or inserted where its file sorts among
+    `order` (the students in file name order) when it had none."""
+    rows = list(rows)
+    for k, old in enumerate(rows):
+        if old[0] == row[0]:
+            rows[k] = row
+            return rows
+    rank = {name: k for k, name in enumerate(order)}
+    at = next((k for k, old in enumerate(rows) if rank.get(old[0], len(order)) > rank[row[0]]), len(rows))
+    return rows[:at] + [row] + rows[at:]
+
+
+def _write_gradebook(out: Path, rows: list[list[str]]) -> None:
     with atomic_output(out) as part:
         with open(part, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["student", "score", "possible", *parts, "status", "reason", "isolation"])
-            for grade in grades:
-                earned = {s.name: s.earned for s in grade.scores}
-                writer.writerow([grade.student, sum(earned.values()), possible,
-                                 *(earned.get(p, 0) for p in parts), grade.status, grade.reason, grade.isolation])
+            csv.writer(f).writerows(rows)

@@ -72,10 +72,12 @@ def write_request(cases: list[HiddenCase], modules: list[str], folder: Path) -> 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A case's result: passed, and why not in one line (never an expected value)."""
+    """A case's result: passed, and why not in one line (never an expected value); theirs: the note
+    is the student's own error line (text their code chose, shown to them only scrubbed of numbers)."""
 
     passed: bool
     note: str = ""
+    theirs: bool = False
 
 
 def _read_outputs(path: Path) -> dict:
@@ -112,9 +114,11 @@ def judge(case: HiddenCase, error: str | None, outputs_file: Path | None, memory
         raised = error.split(":", 1)[0]
         if raised == wanted:
             return Verdict(True)
-        return Verdict(False, error_note(error, memory_gib) if unfinished_part(error) else f"raised {raised}, not a {wanted}")
+        if unfinished_part(error):
+            return Verdict(False, error_note(error, memory_gib))
+        return Verdict(False, f"raised {raised}, not a {wanted}", theirs=True)
     if error is not None:
-        return Verdict(False, error_note(error, memory_gib))
+        return Verdict(False, error_note(error, memory_gib), theirs=True)
     if outputs_file is None:
         return Verdict(False, "returned nothing")
     try:
@@ -136,7 +140,14 @@ def judge(case: HiddenCase, error: str | None, outputs_file: Path | None, memory
     return Verdict(True)
 
 
-def describe(case: HiddenCase) -> str:
-    """'conv2d [one_image_stride2_pad0: N = 1, ...]' for notes and feedback."""
-    kind = " (backward pass)" if case.case.kind == GRADIENT else ""
-    return f"{case.part} [{case.case.name}: {case.case.about}]{kind}"
+def describe(case) -> str:
+    """'conv2d [one_image_stride2_pad0: N = 1, ...]' for the teacher's notes.
+
+    case: a HiddenCase, or anything else with its `part` (name) and `case` (the table's Case)
+    """
+    return f"{case.part} [{case.case.name}: {about(case.case)}]"
+
+
+def about(case: Case) -> str:
+    """The kind of a case's inputs in words, for a student: 'N = 1, H = 2', '... (backward pass)'."""
+    return case.about + (" (backward pass)" if case.kind == GRADIENT else "")

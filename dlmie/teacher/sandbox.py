@@ -138,6 +138,8 @@ def _limiter(limits: Limits, level: str):
     # so the sandbox gets its allowance on top of what already runs.
     processes = limits.processes + (0 if level == BWRAP_NOBODY else _own_processes())
 
+    # Runs in the child between fork and exec, also when the grader runs several workers from
+    # threads: it only calls setrlimit, which takes no lock another thread could hold.
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
