@@ -10,6 +10,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 from dlmie.grade import main as grade_main
@@ -211,6 +212,8 @@ def synthetic_class(tmp_path_factory):
             for name, text in written(handout_files, manifest, parts).items():
                 zf.writestr(name, text)
     out = root / "report"
+    # A figure left open with constrained layout (as dlmie.plots makes them) must not break the report.
+    plt.subplots(layout="constrained")[1].plot([1, 2])
     pairs = similarity.compare(folder, built, out)
     return folder, built, out, pairs
 

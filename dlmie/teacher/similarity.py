@@ -23,6 +23,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import matplotlib
+import matplotlib.pyplot as plt
 from copydetect import CopyDetector, compare_files
 
 from dlmie.grading import atomic_output
@@ -173,8 +175,11 @@ def compare(folder: Path, handout_zip: Path, out: Path, threshold: float = THRES
                                 boilerplate_dirs=[str(tmp / "boilerplate")], extensions=["py"], display_t=threshold,
                                 autoopen=False, silent=True, truncate=True)
         detector.run()
-        with warnings.catch_warnings():  # copydetect 0.5 reads its template with a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
+        # copydetect draws its plots on pyplot's current figure: a figure left open with another layout
+        # engine (dlmie.plots uses constrained layout) would make its tight_layout raise.
+        plt.close("all")
+        with warnings.catch_warnings(), matplotlib.rc_context({"figure.constrained_layout.use": False}):
+            warnings.simplefilter("ignore", DeprecationWarning)  # copydetect 0.5 reads its template with a deprecated call
             html = detector.generate_html_report(output_mode="return")
         # The report names the temporary files: say what they stand for.
         for temporary, meant in ((f"{tmp / 'code'}/", ""), (str(tmp / "code"), str(folder)),
