@@ -442,14 +442,17 @@ def temporal_softmax_loss(scores, y, mask, weights=None):
     - weights: (N,) how much each sequence counts (e.g. self-critical training's advantages), or
       None for 1 each
     Returns:
-    - loss: scalar, -sum_{n,t} weights[n] * mask[n, t] * log softmax(scores[n, t])[y[n, t]] / N
+    - loss: scalar, L = -(1/N) Σ_{n,t} w_n m_{nt} log p_{nt}(y_{nt}), with p_{nt} the softmax of
+      scores[n, t] over the V words, m the mask and w the weights
+
+    The compiled op `SoftmaxCrossEntropy` (dlmie.kernels) computes -log p(y) for each row of a
+    (M, V) matrix of scores and M targets, in a numerically stable way (it returns those M losses
+    and the M log-sum-exps of the rows).
     """
     n, t, v = scores.shape
     if weights is not None:
         # A caption's weight scales its steps' mask: the cross-entropy below stays the plain one.
         mask = pt.cast(mask, scores.dtype) * pt.cast(weights, scores.dtype).dimshuffle(0, "x")
-    # SoftmaxCrossEntropy()(scores (M, V), y (M,)) returns (losses (M,), logsumexp (M,)), the first
-    # being -log softmax(scores[m])[y[m]] for every row m: flatten the N * T steps into rows.
     ### BEGIN SOLUTION
     row_losses, _ = SoftmaxCrossEntropy()(scores.reshape((n * t, v)), y.flatten())
     return (row_losses * pt.cast(mask.flatten(), scores.dtype)).sum() / pt.cast(n, scores.dtype)

@@ -250,6 +250,132 @@ def _lstm_step_backward_gradient(fx):
             "c_prev": rel_error(d_c_prev, numerical_gradient(loss, c_prev))}
 
 
+def _stand_in_cell(a, c_prev, tanh):
+    """The stand-in LSTM step (NumPy or PyTensor, by `tanh`): act = tanh a in four blocks p, q, r, s
+    of H columns; c = p ⊙ c_prev + q and h = r + s ⊙ c_prev. Deliberately not the LSTM."""
+    hidden = c_prev.shape[1]
+    act = tanh(a)
+    p, q, r, s = (act[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    return r + s * c_prev, p * c_prev + q, act
+
+
+class StandInLSTMCell:
+    """Stands in for the LSTM cell Op (dlmie.kernels.LSTMCell) while the recurrence parts are graded:
+    the same call, `StandInLSTMCell()(a, c_prev)` -> (h, c, act), with the stand-in step above, so
+    that lstm_recurrence and lstm_backward_through_time are graded whatever the state of the
+    student's lstm_step_forward and lstm_step_backward (which the Op runs in the handout)."""
+
+    def __call__(self, a, c_prev):
+        import pytensor.tensor as pt
+
+        return _stand_in_cell(a, c_prev, pt.tanh)
+
+
+class StandInLSTMCellGrad:
+    """Stands in for dlmie.kernels.LSTMCellGrad: the backward pass of the stand-in step,
+    `StandInLSTMCellGrad()(act, c_prev, c, dh, dc)` -> (d_a, d_c_prev)."""
+
+    def __call__(self, act, c_prev, c, dh, dc):
+        import pytensor.tensor as pt
+
+        hidden = c_prev.shape[1]
+        p, q, r, s = (act[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        d_a = pt.concatenate([dc * c_prev, dc, dh, dh * c_prev], axis=1) * (1 - act**2)
+        return d_a, dc * p + dh * s
+
+
+def _stand_in_forward(projected, h0, c0, wh):
+    """The stand-in step over the steps of projected (T, N, 4H), in NumPy: h, c (T, N, H), act (T, N, 4H)."""
+    h, c, steps = h0, c0, []
+    for p in projected:
+        h, c, act = _stand_in_cell(p + h @ wh, c, np.tanh)
+        steps.append((h, c, act))
+    return tuple(np.stack(values) for values in zip(*steps))
+
+
+def stand_in_lstm_recurrence(projected, h0, c0, wh):
+    """Stands in for rnn.lstm_recurrence while lstm_backward_through_time is graded through rnn.lstm:
+    the stand-in step over time, computed in NumPy by an Op without a gradient of its own (rnn.lstm's
+    pullback, the student's backward pass, supplies it)."""
+    return _StandInRecurrence()(projected, h0, c0, wh)
+
+
+def _stand_in_recurrence_op():
+    from pytensor.graph.basic import Apply
+    from pytensor.graph.op import Op
+    import pytensor.tensor as pt
+
+    class StandInRecurrence(Op):
+        __props__ = ()
+
+        def make_node(self, projected, h0, c0, wh):
+            inputs = [pt.as_tensor_variable(v) for v in (projected, h0, c0, wh)]
+            dtype = inputs[0].dtype
+            return Apply(self, inputs, [pt.tensor3(dtype=dtype), pt.tensor3(dtype=dtype), pt.tensor3(dtype=dtype)])
+
+        def perform(self, node, inputs, output_storage):
+            for storage, value in zip(output_storage, _stand_in_forward(*inputs)):
+                storage[0] = value.astype(node.outputs[0].dtype)
+
+    return StandInRecurrence
+
+
+class _LazyOp:
+    """The stand-in recurrence Op class, made at its first use (parts.py imports no PyTensor)."""
+
+    cls = None
+
+    def __call__(self):
+        if _LazyOp.cls is None:
+            _LazyOp.cls = _stand_in_recurrence_op()
+        return _LazyOp.cls()
+
+
+_StandInRecurrence = _LazyOp()
+
+
+def _lstm_recurrence(fx):
+    from dlmie import rnn
+
+    h, c, act = _compile(rnn.lstm_recurrence, {k: fx[k] for k in ("projected", "h0", "c0", "wh")})
+    return {"h": h, "c": c, "act": act}
+
+
+_BPTT_INPUTS = ("h", "c", "act", "h0", "c0", "wh", "dh", "dc")
+
+
+def _lstm_backward_through_time(fx):
+    from dlmie import rnn
+
+    outputs = _compile(rnn.lstm_backward_through_time, {k: fx[k] for k in _BPTT_INPUTS})
+    return dict(zip(("d_projected", "d_h0", "d_c0", "d_wh"), outputs))
+
+
+def _lstm_backward_through_time_backward(fx):
+    """The gradients rnn.lstm takes through its pullback (the student's backward pass)."""
+    return _gradients(_lstm_sequence, _lstm_sequence_inputs(fx), ("x", "h0", "c0", "wx", "wh", "b"), fx["dout_seed"])
+
+
+def _lstm_sequence(x, h0, c0, wx, wh, b):
+    import pytensor.tensor as pt
+
+    from dlmie import rnn
+
+    return pt.concatenate(rnn.lstm(x, h0, wx, wh, b, c0=c0), axis=2)
+
+
+def _lstm_sequence_inputs(fx):
+    return {k: fx[k] for k in ("x", "h0", "c0", "wx", "wh", "b")}
+
+
+def _lstm_backward_through_time_gradient(fx):
+    """rnn.lstm's gradients (its pullback: the student's lstm_backward_through_time) against centered
+    differences of its forward pass, both with the stand-in step and recurrence."""
+    from dlmie.gradcheck import check_gradients
+
+    return check_gradients(_lstm_sequence, _lstm_sequence_inputs(fx))
+
+
 def _mlp(weights):
     """A ReLU network scores = relu(relu(flatten(x) W1) W2) W3 on 3 x S x S inputs, float64 weights."""
     from dlmie.images import Preprocessing
@@ -541,6 +667,32 @@ def _lstm_backward(n, h, scale):
     return make
 
 
+def _recurrence(n, t, h, bad_wh=False):
+    def make(r):
+        wh = r.standard_normal((h + (1 if bad_wh else 0), 4 * h)) * 0.5
+        return {"projected": r.standard_normal((t, n, 4 * h)), "h0": r.standard_normal((n, h)),
+                "c0": r.standard_normal((n, h)), "wh": wh}
+    return make
+
+
+def _through_time(n, t, h, dh=True, dc=True):
+    def make(r):
+        projected, h0, c0 = r.standard_normal((t, n, 4 * h)), r.standard_normal((n, h)), r.standard_normal((n, h))
+        wh = r.standard_normal((h, 4 * h)) * 0.5
+        hs, cs, act = _stand_in_forward(projected, h0, c0, wh)  # what the stand-in recurrence stores
+        return {"h": hs, "c": cs, "act": act, "h0": h0, "c0": c0, "wh": wh,
+                "dh": r.standard_normal((t, n, h)) * dh, "dc": r.standard_normal((t, n, h)) * dc}
+    return make
+
+
+def _through_time_gradient(n, t, d, h):
+    def make(r):
+        return {"x": r.standard_normal((n, t, d)), "h0": r.standard_normal((n, h)), "c0": r.standard_normal((n, h)),
+                "wx": r.standard_normal((d, 4 * h)) * 0.5, "wh": r.standard_normal((h, 4 * h)) * 0.5,
+                "b": r.standard_normal(4 * h) * 0.5, "dout_seed": r.integers(1 << 30)}
+    return make
+
+
 def _softmax_loss(n, t, v, empty_row):
     def make(r):
         mask = (r.random((n, t)) > 0.3) * 1.0
@@ -654,6 +806,22 @@ PARTS = {p.name: p for p in (
         Case("random", 5, "N = 3, H = 5", _lstm_backward(3, 5, 2.0)),
         Case("gradient", 5, "N = 2, H = 4", _lstm_backward(2, 4, 1.0), GRADIENT),
     ), backward=_lstm_step_backward, gradient=_lstm_step_backward_gradient),
+    Part("lstm_recurrence", "05_lstm_and_scan", _lstm_recurrence, 1e-8, (
+        Case("several_steps", 4, "N = 3, T = 5, H = 4", _recurrence(3, 5, 4)),
+        Case("one_step", 2, "T = 1: a single step", _recurrence(2, 1, 3)),
+        Case("one_sequence", 2, "N = 1, T = 4, H = 2", _recurrence(1, 4, 2)),
+        Case("wh_mismatch", 1, "wh of H + 1 rows: a ValueError", _recurrence(2, 3, 3, bad_wh=True),
+             ERROR, error="ValueError"),
+    ), stand_ins={"dlmie.rnn.LSTMCell": StandInLSTMCell, "dlmie.kernels.LSTMCell": StandInLSTMCell}),
+    Part("lstm_backward_through_time", "05_lstm_and_scan", _lstm_backward_through_time, 1e-8, (
+        Case("random", 4, "N = 2, T = 4, H = 3, gradients of h and c", _through_time(2, 4, 3)),
+        Case("dh_only", 2, "N = 3, T = 3, H = 2, dc = 0", _through_time(3, 3, 2, dc=False)),
+        Case("dc_only_one_step", 2, "N = 2, T = 1, H = 3, dh = 0", _through_time(2, 1, 3, dh=False)),
+        Case("gradient", 5, "gradients of rnn.lstm (x, h0, c0, wx, wh, b); N = 2, T = 4, D = 3, H = 3",
+             _through_time_gradient(2, 4, 3, 3), GRADIENT),
+    ), backward=_lstm_backward_through_time_backward, gradient=_lstm_backward_through_time_gradient,
+        stand_ins={"dlmie.rnn.LSTMCellGrad": StandInLSTMCellGrad, "dlmie.kernels.LSTMCellGrad": StandInLSTMCellGrad,
+                   "dlmie.rnn.lstm_recurrence": stand_in_lstm_recurrence}),
     Part("temporal_softmax_loss", "05_lstm_and_scan", _temporal_softmax_loss, 1e-8, (
         Case("random", 2, "N = 3, T = 4, V = 6", _softmax_loss(3, 4, 6, False)),
         Case("empty_row", 1, "a caption whose mask is all zeros", _softmax_loss(3, 4, 5, True)),

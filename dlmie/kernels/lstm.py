@@ -42,20 +42,29 @@ def _sigmoid(x):
 
 def lstm_step_forward(a, c_prev):
     """The gates and cell update of one LSTM step, in NumPy (cs231n's lstm_step_forward after the
-    matrix products).
+    matrix products; Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000).
+
+    The pre-activations a hold four blocks of H columns, in the order input gate, forget gate,
+    output gate, candidate cell:
+
+        i = σ(a[:, 0:H])   f = σ(a[:, H:2H])   o = σ(a[:, 2H:3H])   g = tanh a[:, 3H:4H]
+        c = f ⊙ c_prev + i ⊙ g
+        h = o ⊙ tanh c
+
+    σ is the logistic function 1 / (1 + e^-x); this module has a version of it clamped so that the
+    exponential never overflows (use it: the C kernel clamps the same way). ⊙ is the elementwise
+    product.
 
     Inputs:
-    - a: (N, 4H) pre-activations x Wx + h_prev Wh + b, gates in the order i, f, o, g
+    - a: (N, 4H) pre-activations x Wx + h_prev Wh + b
     - c_prev: (N, H) previous cell state
     Returns a tuple of:
-    - h: (N, H) next hidden state, o * tanh(c)
-    - c: (N, H) next cell state, f * c_prev + i * g
-    - act: (N, 4H) the activated gates [i, f, o, g] side by side (i, f, o sigmoids, g a tanh),
-      which the backward pass reads instead of recomputing them
+    - h: (N, H) next hidden state
+    - c: (N, H) next cell state
+    - act: (N, 4H) the activated gates [i, f, o, g] side by side, which the backward pass reads
+      instead of recomputing them
     """
     hidden = a.shape[1] // 4
-    # a[:, :H] is the input gate's pre-activation, a[:, H:2H] the forget gate's, and so on.
-    # _sigmoid(x) is the logistic function, clamped so that np.exp never overflows.
     ### BEGIN SOLUTION
     i, f, o = (_sigmoid(a[:, k * hidden : (k + 1) * hidden]) for k in range(3))
     g = np.tanh(a[:, 3 * hidden :])
@@ -65,8 +74,17 @@ def lstm_step_forward(a, c_prev):
 
 
 def lstm_step_backward(act, c_prev, c, dh, dc):
-    """The backward pass of `lstm_step_forward`, in NumPy (cs231n's lstm_step_backward before the
+    """The backward pass of lstm_step_forward, in NumPy (cs231n's lstm_step_backward before the
     matrix products).
+
+    With the step's equations (see lstm_step_forward), a loss L reaches the new cell state c
+    twice: directly (dc) and through h = o ⊙ tanh c. Compute
+
+        δa = ∂L/∂a   (N, 4H), in the layout of a: the blocks of i, f, o and g
+        δc_prev = ∂L/∂c_prev   (N, H)
+
+    by the chain rule, from the gates stored in act (no exponential needs recomputing: the
+    derivative of σ at x is σ(x)(1 − σ(x)), that of tanh at x is 1 − tanh² x).
 
     Inputs:
     - act: (N, 4H) the activated gates [i, f, o, g] that lstm_step_forward returned
@@ -79,8 +97,6 @@ def lstm_step_backward(act, c_prev, c, dh, dc):
     """
     hidden = act.shape[1] // 4
     i, f, o, g = (act[:, k * hidden : (k + 1) * hidden] for k in range(4))
-    # c reaches the loss directly (dc) and through h = o * tanh(c); sum both paths first.
-    # d sigmoid(x)/dx = s (1 - s) and d tanh(x)/dx = 1 - tanh(x)^2, with s and tanh(x) read from act.
     ### BEGIN SOLUTION
     tc = np.tanh(c)
     d_cell = dc + dh * o * (1 - tc**2)
