@@ -68,6 +68,8 @@ class Part:
     - gradient: inputs -> {input name: relative error of a numeric gradient check} (practice)
     - gradient_tolerance: of those errors, and of the hidden backward's relative error
     - stand_ins: "module.function" of a lower part -> the stand-in to run in its place
+    - derived: the part is a backward pass the student derives and writes (it has a GRADIENT case:
+      centered differences in practice)
     """
 
     name: str
@@ -79,6 +81,7 @@ class Part:
     gradient: Callable[[dict], dict] | None = None
     gradient_tolerance: float = 1e-6
     stand_ins: dict = field(default_factory=dict)
+    derived: bool = False
 
     def case(self, name: str) -> Case:
         for case in self.cases:
@@ -653,7 +656,7 @@ PARTS = {p.name: p for p in (
     Part("lstm_step_backward", "05_lstm_and_scan", _lstm_step_backward, 1e-8, (
         Case("random", 5, "N = 3, H = 5", _lstm_backward(3, 5, 2.0)),
         Case("gradient", 5, "N = 2, H = 4", _lstm_backward(2, 4, 1.0), GRADIENT),
-    ), backward=_lstm_step_backward, gradient=_lstm_step_backward_gradient),
+    ), backward=_lstm_step_backward, gradient=_lstm_step_backward_gradient, derived=True),
     Part("temporal_softmax_loss", "05_lstm_and_scan", _temporal_softmax_loss, 1e-8, (
         Case("random", 2, "N = 3, T = 4, V = 6", _softmax_loss(3, 4, 6, False)),
         Case("empty_row", 1, "a caption whose mask is all zeros", _softmax_loss(3, 4, 5, True)),
