@@ -155,8 +155,9 @@ def policy_gradient_loss(scores: np.ndarray, words: np.ndarray, mask: np.ndarray
     if np.shape(words) != (n, t) or np.shape(mask) != (n, t) or np.shape(advantages) != (n,):
         raise ValueError(f"words {np.shape(words)}, mask {np.shape(mask)} and advantages {np.shape(advantages)} "
                          f"do not fit scores {scores.shape}: need (N, T), (N, T) and (N,)")
-    shifted = scores - scores.max(axis=2, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    shifted = scores - scores.max(axis=2, keepdims=True)  # the softmax does not change; exp cannot overflow
+    log_normalizer = np.log(np.exp(shifted).sum(axis=2, keepdims=True))  # (N, T, 1)
+    log_probs = shifted - log_normalizer
     picked = np.take_along_axis(log_probs, np.asarray(words)[..., None], axis=2)[..., 0]  # (N, T)
     weights = np.asarray(advantages, np.float64)[:, None] * np.asarray(mask, np.float64)  # (N, T)
     loss = -(weights * picked).sum() / n
