@@ -85,7 +85,8 @@ class SCSTConfig:
 
 def self_critical_advantages(rewards: np.ndarray, baseline: str, greedy_rewards: np.ndarray | None = None) -> np.ndarray:
     """The advantages A = r - b that weight each sampled caption's log-probability in the policy
-    gradient (Rennie et al. 2017, section 3; Luo 2020, *A Better Variant of SCST*).
+    gradient (Rennie et al. 2017, section 5, the greedy baseline; Luo 2020, *A Better Variant of
+    Self-Critical Sequence Training*, the mean of the others).
 
     For image i and its sample k, with reward r_ik:
     - "mean" (Luo 2020): b_ik = (1 / (K - 1)) Σ_{j ≠ k} r_ij, the mean reward of the image's
@@ -128,7 +129,7 @@ def self_critical_advantages(rewards: np.ndarray, baseline: str, greedy_rewards:
 def policy_gradient_loss(scores: np.ndarray, words: np.ndarray, mask: np.ndarray,
                          advantages: np.ndarray) -> tuple[float, np.ndarray]:
     """The self-critical loss of N sampled captions and its gradient with respect to the scores,
-    in NumPy: the REINFORCE estimate with a baseline (Williams 1992; Rennie et al. 2017, section 3)
+    in NumPy: the REINFORCE estimate with a baseline (Williams 1992; Rennie et al. 2017, section 4)
     written as a teacher-forced cross-entropy weighted per caption by its advantage.
 
         loss = -(1/N) Σ_n A_n Σ_t m_nt log p_nt[w_nt],   p_nt = softmax(s_nt) over the V words
