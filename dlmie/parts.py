@@ -454,6 +454,46 @@ def _attention_maps(fx):
                                    tuple(int(v) for v in fx["size"]))}
 
 
+def _side_shares(fx):
+    from dlmie.captioning.composite_attention import side_shares
+
+    return {"shares": side_shares(fx["alpha"].copy(), tuple(int(v) for v in fx["grid"]), fx["sides"].copy())}
+
+
+def _self_critical_advantages(fx):
+    from dlmie.training.scst import self_critical_advantages
+
+    baseline = "greedy" if bool(fx["greedy"]) else "mean"
+    greedy_rewards = fx["greedy_rewards"].copy() if "greedy_rewards" in fx else None
+    return {"advantages": self_critical_advantages(fx["rewards"].copy(), baseline, greedy_rewards)}
+
+
+def _policy_gradient_inputs(fx):
+    return tuple(fx[k].copy() for k in ("scores", "words", "mask", "advantages"))
+
+
+def _policy_gradient_loss(fx):
+    from dlmie.training.scst import policy_gradient_loss
+
+    loss, dscores = policy_gradient_loss(*_policy_gradient_inputs(fx))
+    return {"loss": np.asarray(loss, np.float64), "dscores": dscores}
+
+
+def _policy_gradient_loss_backward(fx):
+    return {"dscores": _policy_gradient_loss(fx)["dscores"]}
+
+
+def _policy_gradient_loss_gradient(fx):
+    """policy_gradient_loss's dscores against centered differences of its loss."""
+    from dlmie.gradcheck import numerical_gradient, rel_error
+    from dlmie.training.scst import policy_gradient_loss
+
+    scores, words, mask, advantages = _policy_gradient_inputs(fx)
+    _, dscores = policy_gradient_loss(scores.copy(), words, mask, advantages)
+    numeric = numerical_gradient(lambda: policy_gradient_loss(scores, words, mask, advantages)[0], scores)
+    return {"scores": rel_error(dscores, numeric)}
+
+
 # ---------------------------------------------------------------- the cases' inputs
 
 
@@ -606,6 +646,41 @@ def _maps(grid, size, fits=True):
     return make
 
 
+def _shares(n, grid, extra_steps, normalized=True):
+    def make(r):
+        words = 5
+        alpha = r.uniform(0.05, 1.0, (n, words + extra_steps, grid[0] * grid[1]))
+        if normalized:
+            alpha /= alpha.sum(axis=2, keepdims=True)
+        return {"alpha": alpha, "grid": np.array(grid), "sides": r.integers(0, 2, (n, words))}
+    return make
+
+
+def _rewards(b, k, greedy, equal_image=False, with_greedy=True):
+    def make(r):
+        rewards = r.uniform(0.0, 2.0, (b, k))
+        if equal_image:  # one image's samples all score the same: its advantages are 0
+            rewards[0] = r.uniform(0.1, 1.0)
+        inputs = {"rewards": rewards, "greedy": int(greedy)}
+        if with_greedy:
+            inputs["greedy_rewards"] = r.uniform(0.0, 2.0, b)
+        return inputs
+    return make
+
+
+def _policy_gradient(n, t, v, scale=1.0, masked_caption=False, zero_advantage=False, fits=True):
+    def make(r):
+        lengths = r.integers(1, t + 1, n)
+        if masked_caption:
+            lengths[-1] = 0
+        advantages = r.standard_normal(n + (0 if fits else 1))
+        if zero_advantage:
+            advantages[0] = 0.0
+        return {"scores": scale * r.standard_normal((n, t, v)), "words": r.integers(0, v, (n, t)),
+                "mask": (np.arange(t)[None] < lengths[:, None]) * 1.0, "advantages": advantages}
+    return make
+
+
 # ---------------------------------------------------------------- the table
 
 # Float64 throughout, except input_gradient (a float32 network input) and attention_maps (float32 maps).
@@ -688,4 +763,30 @@ PARTS = {p.name: p for p in (
         Case("does_not_fit", 1, "weights that do not fit the grid: a ValueError", _maps((2, 2), (4, 4), fits=False),
              ERROR, error="ValueError"),
     )),
+    Part("side_shares", "08_attention_maps", _side_shares, 1e-8, (
+        Case("random", 2, "N = 3 composites on a 2 x 4 grid, an extra <END> step", _shares(3, (2, 4), 1)),
+        Case("one_composite", 1, "N = 1, a 1 x 2 grid (one region a half), no extra step", _shares(1, (1, 2), 0)),
+        Case("unnormalized", 1, "weights that do not sum to 1 over the regions", _shares(2, (3, 4), 1, False)),
+        Case("odd_width", 1, "a grid of odd width: a ValueError", _shares(2, (2, 3), 1), ERROR, error="ValueError"),
+    )),
+    Part("self_critical_advantages", "09_self_critical", _self_critical_advantages, 1e-8, (
+        Case("mean", 2, "B = 3 images, K = 4 samples, mean-of-others baseline", _rewards(3, 4, False)),
+        Case("greedy", 2, "B = 3, K = 2, greedy baseline", _rewards(3, 2, True)),
+        Case("greedy_one_sample", 1, "B = 1 image, K = 1 sample, greedy baseline", _rewards(1, 1, True)),
+        Case("equal_rewards", 1, "mean baseline, one image's samples all equal", _rewards(2, 3, False, True)),
+        Case("mean_one_sample", 1, "mean baseline with K = 1: a ValueError", _rewards(2, 1, False), ERROR,
+             error="ValueError"),
+        Case("greedy_missing", 1, "greedy baseline without greedy_rewards: a ValueError",
+             _rewards(2, 3, True, with_greedy=False), ERROR, error="ValueError"),
+    )),
+    Part("policy_gradient_loss", "09_self_critical", _policy_gradient_loss, 1e-8, (
+        Case("random", 3, "N = 3, T = 4, V = 5, padded captions", _policy_gradient(3, 4, 5)),
+        Case("masked_and_zero", 2, "a caption whose mask is all zeros, an advantage of 0",
+             _policy_gradient(3, 4, 5, masked_caption=True, zero_advantage=True)),
+        Case("large_scores", 1, "scores of about 1000 (stability)", _policy_gradient(2, 3, 4, scale=1000.0)),
+        Case("one_caption", 1, "N = 1, T = 2, V = 3", _policy_gradient(1, 2, 3)),
+        Case("gradient", 3, "gradient of the scores; N = 2, T = 3, V = 4", _policy_gradient(2, 3, 4), GRADIENT),
+        Case("does_not_fit", 1, "advantages that do not fit the captions: a ValueError",
+             _policy_gradient(2, 3, 4, fits=False), ERROR, error="ValueError"),
+    ), backward=_policy_gradient_loss_backward, gradient=_policy_gradient_loss_gradient, gradient_tolerance=1e-7),
 )}
