@@ -788,5 +788,6 @@ PARTS = {p.name: p for p in (
         Case("gradient", 3, "gradient of the scores; N = 2, T = 3, V = 4", _policy_gradient(2, 3, 4), GRADIENT),
         Case("does_not_fit", 1, "advantages that do not fit the captions: a ValueError",
              _policy_gradient(2, 3, 4, fits=False), ERROR, error="ValueError"),
-    ), backward=_policy_gradient_loss_backward, gradient=_policy_gradient_loss_gradient, gradient_tolerance=1e-7),
+    ), backward=_policy_gradient_loss_backward, gradient=_policy_gradient_loss_gradient, gradient_tolerance=1e-7,
+         derived=True),
 )}
