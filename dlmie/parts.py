@@ -333,6 +333,33 @@ def _total_variation_value(fx):
     return {"value": _value(total_variation_value, fx, ("beta", "V"))}
 
 
+def _prior_gradient(part, value, fx, names):
+    """The student's gradient of a prior (part `part` of dlmie.vis.priors) on the case's images."""
+    from dlmie.vis import priors
+
+    return {"dx": getattr(priors, part)(fx["x"].copy(), *(float(fx[k]) for k in names))}
+
+
+def _prior_gradient_check(part, value, names):
+    """The student's gradient of a prior against centered differences of its value (NumPy, float64)."""
+    def check(fx):
+        from dlmie.gradcheck import numerical_gradient, rel_error
+        from dlmie.vis import priors
+
+        x, settings = fx["x"].copy(), [float(fx[k]) for k in names]
+        dx = getattr(priors, part)(x.copy(), *settings)
+        return {"x": rel_error(dx, numerical_gradient(lambda: float(getattr(priors, value)(x, *settings)), x))}
+    return check
+
+
+def _alpha_norm_gradient(fx):
+    return _prior_gradient("alpha_norm_gradient", "alpha_norm_value", fx, ("alpha", "B"))
+
+
+def _total_variation_gradient(fx):
+    return _prior_gradient("total_variation_gradient", "total_variation_value", fx, ("beta", "V"))
+
+
 def _relative_feature_distance(fx):
     from dlmie.vis.objectives import relative_feature_distance
 
@@ -511,6 +538,30 @@ def _prior(names, symbolic):
     return make
 
 
+def _prior_images(shape, name, low, high, scale, flat=False):
+    """Images of `shape` and the prior's settings: exponent `name` uniform in [low, high], scale
+    (B or V) in [scale, scale + 1]. Away from the points where centered differences are poor:
+    for alpha, every pixel's norm is in [0.5, 1.5] B; for TV, neighbouring pixels differ by at
+    least 0.05 (redrawn until they do), but with `flat` a 3 x 3 block of equal pixels in every
+    channel, where TV^beta's gradient for beta < 2 rests on TV_EPS (the block is 0, so that
+    0 +- h is exact and the differences of the flat terms are exactly symmetric)."""
+    def make(r):
+        size = scale + r.uniform(0, 1)
+        x = r.standard_normal(shape)
+        if name == "alpha":
+            norms = np.sqrt((x ** 2).sum(axis=1, keepdims=True))
+            return {"x": x / norms * size * r.uniform(0.5, 1.5, norms.shape), "alpha": r.uniform(low, high), "B": size}
+        for _ in range(10000):
+            x = r.standard_normal(shape)
+            if flat:
+                x[:, :, 1:4, 1:4] = 0.0
+            d = np.concatenate([np.diff(x, axis=2).ravel(), np.diff(x, axis=3).ravel()])
+            if np.all((d == 0) | (np.abs(d) >= 0.05)):
+                break
+        return {"x": x, "beta": r.uniform(low, high), "V": size}
+    return make
+
+
 def _feature_distance(shape, symbolic):
     def make(r):
         return {"phi": r.standard_normal(shape), "phi0": r.standard_normal(shape[1:]), "symbolic": symbolic}
@@ -641,6 +692,28 @@ PARTS = {p.name: p for p in (
         Case("numpy", 3, "NumPy arrays", _prior(("beta", "V"), False)),
         Case("symbolic", 1, "PyTensor variables", _prior(("beta", "V"), True)),
     )),
+    Part("alpha_norm_gradient", "03_feature_inversion", _alpha_norm_gradient, 1e-8, (
+        Case("random", 2, "N = 2, alpha in [3, 6]", _prior_images((2, 3, 4, 5), "alpha", 3.0, 6.0, 1.5)),
+        Case("alpha_below_2", 1, "alpha in [1.2, 1.8], no all-zero pixel", _prior_images((2, 3, 3, 4), "alpha", 1.2, 1.8, 0.8)),
+        Case("gradient", 2, "centered differences of alpha_norm_value; N = 2, alpha in [3, 6]",
+             _prior_images((2, 3, 3, 4), "alpha", 3.0, 6.0, 1.5), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 4 x 1 image, N = 1",
+             _prior_images((1, 2, 4, 1), "alpha", 2.5, 6.0, 0.8), GRADIENT),
+    ), backward=_alpha_norm_gradient,
+        gradient=_prior_gradient_check("alpha_norm_gradient", "alpha_norm_value", ("alpha", "B")),
+        gradient_tolerance=1e-5),
+    Part("total_variation_gradient", "03_feature_inversion", _total_variation_gradient, 1e-8, (
+        Case("random", 2, "N = 2, beta in [1.5, 3]", _prior_images((2, 3, 4, 5), "beta", 1.5, 3.0, 0.7)),
+        Case("one_row", 1, "a 1 x 6 image: dy is 0 everywhere", _prior_images((2, 2, 1, 6), "beta", 1.5, 3.0, 0.7)),
+        Case("gradient", 3, "centered differences of total_variation_value; N = 2, beta in [1.5, 3]",
+             _prior_images((2, 2, 4, 5), "beta", 1.5, 3.0, 0.7), GRADIENT),
+        Case("flat_beta_below_2", 2, "centered differences; a flat 3 x 3 block, beta in [1.2, 1.8]",
+             _prior_images((1, 2, 5, 6), "beta", 1.2, 1.8, 0.7, flat=True), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 5 x 1 image: dx is 0 everywhere",
+             _prior_images((1, 2, 5, 1), "beta", 1.2, 2.5, 0.7), GRADIENT),
+    ), backward=_total_variation_gradient,
+        gradient=_prior_gradient_check("total_variation_gradient", "total_variation_value", ("beta", "V")),
+        gradient_tolerance=1e-5),
     Part("channel_objective", "04_activation_maps", _channel_objective, 1e-8, (
         Case("one_channel", 1, "one channel for every image", _channels((3, 4, 2, 3), False)),
         Case("channel_per_image", 2, "a channel per image", _channels((3, 4, 2, 3), True)),

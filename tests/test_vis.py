@@ -12,7 +12,8 @@ from dlmie.vis import objectives as O
 from dlmie.vis.activations import layer_activations, receptive_field, top_activations, top_patches
 from dlmie.vis.ascent import Snapshots, ascend, deep_dream, gradient_function, random_images
 from dlmie.vis.inversion import invert
-from dlmie.vis.priors import alpha_norm, alpha_norm_value, total_variation, total_variation_value
+from dlmie.vis.priors import (alpha_norm, alpha_norm_gradient, alpha_norm_value, total_variation,
+                              total_variation_gradient, total_variation_value)
 from dlmie.vis.transforms import ClipContribution, ClipNorm, ClipRange, Jitter, L2Decay, Blur, yosinski
 
 TINY = convnet.ConvNetSpec(conv=[(4, 3, 2, 1), (6, 3, 2, 1)], num_classes=3, input_size=16)
@@ -49,6 +50,32 @@ def test_total_variation_gradient_matches_numeric():
 def test_alpha_norm_gradient_matches_numeric():
     x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
     assert check_gradients(lambda x: alpha_norm_value(x, 6.0, 1.3), {"x": x})["x"] < 1e-6
+
+
+def _autodiff(value, x, *settings):
+    """d value(x) / dx by PyTensor's autodiff of the symbolic prior on float64 variables (its
+    Python-float settings become floatX constants: agreement to about 1e-7)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from dlmie import compile_cache
+
+    v = pt.tensor(dtype="float64", shape=x.shape)
+    return compile_cache.function([v], pytensor.grad(value(v, *settings), v))(x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 5, 1), (1, 3, 1, 4), (1, 1, 1, 1)])
+def test_prior_gradients_match_the_engines_autodiff(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    if shape[2] > 3 and shape[3] > 3:
+        x[:, :, 1:4, 1:4] = 0.4  # a flat region: beta < 2 rests on TV_EPS there
+    for beta, V in ((2.0, 0.7), (1.5, 1.2), (1.0, 0.9), (3.0, 0.5)):
+        want = _autodiff(total_variation_value, x, beta, V)
+        assert np.allclose(total_variation_gradient(x, beta, V), want, rtol=1e-6, atol=1e-12), (shape, beta)
+    for alpha, B in ((6.0, 1.3), (2.0, 0.8), (1.5, 1.0)):
+        want = _autodiff(alpha_norm_value, x, alpha, B)
+        assert np.allclose(alpha_norm_gradient(x, alpha, B), want, rtol=1e-6, atol=1e-12), (shape, alpha)
 
 
 def test_prior_values_match_their_definitions():
