@@ -304,6 +304,20 @@ def _ascent_step(fx):
     return {"x": x, "velocity": velocity, "value": value, "g": g}
 
 
+def _gaussian_blur(fx):
+    from dlmie.vis.transforms import gaussian_blur
+
+    return {"x": gaussian_blur(fx["x"].copy(), float(fx["sigma"]))}
+
+
+def stand_in_gaussian_blur(x, sigma, truncate=4.0):
+    """Stands in for gaussian_blur while ascent_step is graded: each pixel moved towards its
+    image's channel mean by a share sigma / (1 + sigma). Not a blur."""
+    x = np.asarray(x)
+    share = sigma / (1.0 + sigma)
+    return ((1 - share) * x + share * x.mean(axis=(-2, -1), keepdims=True)).astype(x.dtype)
+
+
 def _zero_below_percentile(fx):
     from dlmie.vis.transforms import ClipContribution, zero_below_percentile
 
@@ -521,6 +535,12 @@ def _ascent(regularized):
     return make
 
 
+def _blur_images(shape, low, high):
+    def make(r):
+        return {"x": r.standard_normal(shape), "sigma": r.uniform(low, high)}
+    return make
+
+
 def _percentile_norm(r):
     x = r.standard_normal((2, 3, 5, 5))
     return {"x": x, "score": np.sqrt((x ** 2).sum(axis=1)), "percentile": r.uniform(20, 40)}
@@ -675,6 +695,15 @@ PARTS = {p.name: p for p in (
     Part("ascent_step", "02_class_visualization", _ascent_step, 1e-8, (
         Case("regularized", 4, "jitter, L2 decay, blur, normalized step with momentum", _ascent(True)),
         Case("plain", 2, "no regularizer, no momentum", _ascent(False)),
+    ), stand_ins={"dlmie.vis.transforms.gaussian_blur": stand_in_gaussian_blur}),
+    Part("gaussian_blur", "02_class_visualization", _gaussian_blur, 1e-8, (
+        Case("random", 3, "N = 2, C = 3, 6 x 7 images, sigma in [0.5, 1.5]", _blur_images((2, 3, 6, 7), 0.5, 1.5)),
+        Case("wide_kernel", 2, "a 3 x 2 image, sigma in [1.5, 2.5]: the radius exceeds the image",
+             _blur_images((1, 2, 3, 2), 1.5, 2.5)),
+        Case("one_pixel_wide", 1, "a 5 x 1 image", _blur_images((1, 1, 5, 1), 0.6, 1.2)),
+        Case("no_blur", 1, "sigma = 0: x unchanged", _blur_images((2, 3, 4, 4), 0.0, 0.0)),
+        Case("negative_sigma", 1, "sigma < 0: a ValueError", _blur_images((1, 3, 4, 4), -1.0, -0.1), ERROR,
+             error="ValueError"),
     )),
     Part("zero_below_percentile", "02_class_visualization", _zero_below_percentile, 1e-8, (
         Case("norm", 2, "score = the pixel norm", _percentile_norm),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dlmie.gradcheck import check_gradients
-from dlmie.images import Preprocessing, gaussian_blur, resize_bilinear
+from dlmie.images import Preprocessing, resize_bilinear
 from dlmie.models import convnet
 from dlmie.models.classifier import convnet_classifier
 from dlmie.vis import objectives as O
@@ -14,7 +14,7 @@ from dlmie.vis.ascent import Snapshots, ascend, deep_dream, gradient_function, r
 from dlmie.vis.inversion import invert
 from dlmie.vis.priors import (alpha_norm, alpha_norm_gradient, alpha_norm_value, total_variation,
                               total_variation_gradient, total_variation_value)
-from dlmie.vis.transforms import ClipContribution, ClipNorm, ClipRange, Jitter, L2Decay, Blur, yosinski
+from dlmie.vis.transforms import ClipContribution, ClipNorm, ClipRange, Jitter, L2Decay, Blur, gaussian_blur, yosinski
 
 TINY = convnet.ConvNetSpec(conv=[(4, 3, 2, 1), (6, 3, 2, 1)], num_classes=3, input_size=16)
 PRE = Preprocessing(mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25))
@@ -125,6 +125,21 @@ def test_decay_shrinks_and_blur_keeps_the_mean():
     assert blurred.std() < x.std()
     assert np.array_equal(Blur(1.0, every=2).after(x, None, 0), x), "blurs only every second step"
     assert np.array_equal(gaussian_blur(x, 0), x)
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 3, 9, 11), 0.5), ((2, 3, 9, 11), 1.3), ((1, 2, 3, 2), 2.0),
+                                          ((1, 1, 5, 1), 0.8), ((1, 1, 1, 1), 1.0), ((2, 4, 6), 0.7)])
+def test_gaussian_blur_matches_scipy(shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    x = np.random.default_rng(len(shape) + shape[-1]).standard_normal(shape)
+    want = gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect")
+    assert np.allclose(gaussian_blur(x, sigma), want, rtol=1e-12, atol=1e-12)
+    x32 = x.astype(np.float32)
+    assert gaussian_blur(x32, sigma).dtype == np.float32
+    assert np.allclose(gaussian_blur(x32, sigma), want, atol=1e-6)
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        gaussian_blur(x, -sigma)
 
 
 def test_jitter_is_undone_exactly():
