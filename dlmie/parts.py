@@ -391,6 +391,13 @@ def _channel_objective(fx):
     return {"value": value}
 
 
+def _top_k_activations(fx):
+    from dlmie.vis.activations import top_k_activations
+
+    values, images, rows, cols = top_k_activations(fx["a"].copy(), int(fx["k"]))
+    return {"values": values, "images": images, "rows": rows, "cols": cols}
+
+
 def _show_and_tell_loss(fx):
     from dlmie.models import show_and_tell
 
@@ -595,6 +602,15 @@ def _channels(shape, per_image):
     return make
 
 
+def _top_k_case(shape, k, ties=False):
+    """Activations of `shape` and k; with `ties`, ReLU zeros and small integers, so that peaks tie
+    across images and maxima repeat within a map."""
+    def make(r):
+        a = r.standard_normal(shape)
+        return {"a": np.maximum(0.0, np.round(2 * a)) if ties else a, "k": k}
+    return make
+
+
 def _lstm_forward(n, h):
     def make(r):
         return {"a": r.standard_normal((n, 4 * h)) * 2, "c_prev": r.standard_normal((n, h))}
@@ -747,6 +763,14 @@ PARTS = {p.name: p for p in (
         Case("one_channel", 1, "one channel for every image", _channels((3, 4, 2, 3), False)),
         Case("channel_per_image", 2, "a channel per image", _channels((3, 4, 2, 3), True)),
         Case("vector_layer", 1, "(N, D) activations", _channels((3, 5), True)),
+    )),
+    Part("top_k_activations", "04_activation_maps", _top_k_activations, 1e-8, (
+        Case("random", 3, "N = 5 images, C = 3 channels, 4 x 3 grid, k = 3", _top_k_case((5, 3, 4, 3), 3)),
+        Case("ties", 2, "integer activations with zeros: tied peaks and repeated maxima, k = 4 of 6",
+             _top_k_case((6, 4, 3, 3), 4, ties=True)),
+        Case("k_equals_n", 1, "k = N = 4, a 2 x 5 grid", _top_k_case((4, 2, 2, 5), 4)),
+        Case("one_unit", 1, "N = 1, a 1 x 1 grid, k = 1", _top_k_case((1, 3, 1, 1), 1)),
+        Case("k_too_large", 1, "k = 5 > N = 3: a ValueError", _top_k_case((3, 2, 2, 2), 5), ERROR, error="ValueError"),
     )),
     Part("lstm_step_forward", "05_lstm_and_scan", _lstm_step_forward, 1e-8, (
         Case("random", 4, "N = 3, H = 5", _lstm_forward(3, 5)),

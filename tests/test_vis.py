@@ -256,13 +256,59 @@ def test_receptive_field_matches_the_architecture(net):
 
 def test_top_activations_and_patches(net):
     raw = np.random.default_rng(6).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
-    peaks = top_activations(net, raw, ["conv2"], batch_size=3, progress=False)["conv2"]
+    peaks = top_activations(net, raw, ["conv2"], k=4, batch_size=3, progress=False)["conv2"]
     acts = layer_activations(net, PRE(raw))["conv2"]
-    assert np.allclose(peaks.values, acts.max(axis=(2, 3)))
-    assert np.allclose(acts[np.arange(7)[:, None], np.arange(6), peaks.rows, peaks.cols], peaks.values)
-    assert list(peaks.top(1, 3)) == list(np.argsort(-acts[:, 1].max(axis=(1, 2)))[:3])
+    assert np.allclose(peaks.peaks, acts.max(axis=(2, 3)))
+    assert peaks.values.shape == peaks.images.shape == (6, 4)
+    assert np.allclose(acts[peaks.images, np.arange(6)[:, None], peaks.rows, peaks.cols], peaks.values)
+    for c in range(6):
+        assert list(peaks.top(c, 4)) == list(np.argsort(-acts[:, c].max(axis=(1, 2)), kind="stable")[:4])
     crops = top_patches(raw, peaks, receptive_field(net, "conv2"), 1, 3)
     assert len(crops) == 3 and all(c.ndim == 3 and 0 < c.shape[0] <= 7 for c in crops)
+    with pytest.raises(ValueError):
+        peaks.top(1, 5)
+
+
+def _top_k_reference(a, k):
+    """top_k_activations by loops: every image's first maximum in row-major order, then the images
+    sorted by (-peak, image index)."""
+    n, c, h, w = a.shape
+    out = np.zeros((4, c, k))
+    for ch in range(c):
+        found = []
+        for i in range(n):
+            best = (a[i, ch, 0, 0], 0, 0)
+            for r in range(h):
+                for col in range(w):
+                    if a[i, ch, r, col] > best[0]:
+                        best = (a[i, ch, r, col], r, col)
+            found.append((-best[0], i, best[1], best[2]))
+        for j, (v, i, r, col) in enumerate(sorted(found)[:k]):
+            out[:, ch, j] = (-v, i, r, col)
+    return out
+
+
+@pytest.mark.parametrize("shape, k, ties", [((5, 3, 4, 3), 3, False), ((6, 4, 3, 3), 4, True), ((4, 2, 2, 5), 4, True),
+                                            ((1, 3, 1, 1), 1, False), ((3, 2, 1, 6), 2, True)])
+def test_top_k_activations_matches_a_loop(shape, k, ties):
+    from dlmie.vis.activations import top_k_activations
+
+    a = np.random.default_rng(sum(shape)).standard_normal(shape)
+    if ties:  # ReLU zeros and small integers: equal peaks across images and equal values within a map
+        a = np.maximum(0, np.round(2 * a))
+    got = top_k_activations(a, k)
+    assert np.array_equal(np.stack(got), _top_k_reference(a, k))
+    assert all(g.shape == (shape[1], k) for g in got)
+
+
+def test_top_k_activations_rejects_a_k_out_of_range():
+    from dlmie.vis.activations import top_k_activations
+
+    a = np.zeros((3, 2, 2, 2))
+    with pytest.raises(ValueError, match="k = 5 is more than the 3 images"):
+        top_k_activations(a, 5)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        top_k_activations(a, 0)
 
 
 def test_ascent_warns_when_the_gradient_stays_zero(net):
