@@ -347,7 +347,7 @@ def _total_variation_value(fx):
     return {"value": _value(total_variation_value, fx, ("beta", "V"))}
 
 
-def _prior_gradient(part, value, fx, names):
+def _prior_gradient(part, fx, names):
     """The student's gradient of a prior (part `part` of dlmie.vis.priors) on the case's images."""
     from dlmie.vis import priors
 
@@ -367,11 +367,11 @@ def _prior_gradient_check(part, value, names):
 
 
 def _alpha_norm_gradient(fx):
-    return _prior_gradient("alpha_norm_gradient", "alpha_norm_value", fx, ("alpha", "B"))
+    return _prior_gradient("alpha_norm_gradient", fx, ("alpha", "B"))
 
 
 def _total_variation_gradient(fx):
-    return _prior_gradient("total_variation_gradient", "total_variation_value", fx, ("beta", "V"))
+    return _prior_gradient("total_variation_gradient", fx, ("beta", "V"))
 
 
 def _relative_feature_distance(fx):
