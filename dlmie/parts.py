@@ -307,6 +307,20 @@ def _ascent_step(fx):
     return {"x": x, "velocity": velocity, "value": value, "g": g}
 
 
+def _gaussian_blur(fx):
+    from dlmie.vis.transforms import gaussian_blur
+
+    return {"x": gaussian_blur(fx["x"].copy(), float(fx["sigma"]))}
+
+
+def stand_in_gaussian_blur(x, sigma, truncate=4.0):
+    """Stands in for gaussian_blur while ascent_step is graded: each pixel moved towards its
+    image's channel mean by a share sigma / (1 + sigma). Not a blur."""
+    x = np.asarray(x)
+    share = sigma / (1.0 + sigma)
+    return ((1 - share) * x + share * x.mean(axis=(-2, -1), keepdims=True)).astype(x.dtype)
+
+
 def _zero_below_percentile(fx):
     from dlmie.vis.transforms import ClipContribution, zero_below_percentile
 
@@ -336,6 +350,33 @@ def _total_variation_value(fx):
     return {"value": _value(total_variation_value, fx, ("beta", "V"))}
 
 
+def _prior_gradient(part, fx, names):
+    """The student's gradient of a prior (part `part` of dlmie.vis.priors) on the case's images."""
+    from dlmie.vis import priors
+
+    return {"dx": getattr(priors, part)(fx["x"].copy(), *(float(fx[k]) for k in names))}
+
+
+def _prior_gradient_check(part, value, names):
+    """The student's gradient of a prior against centered differences of its value (NumPy, float64)."""
+    def check(fx):
+        from dlmie.gradcheck import numerical_gradient, rel_error
+        from dlmie.vis import priors
+
+        x, settings = fx["x"].copy(), [float(fx[k]) for k in names]
+        dx = getattr(priors, part)(x.copy(), *settings)
+        return {"x": rel_error(dx, numerical_gradient(lambda: float(getattr(priors, value)(x, *settings)), x))}
+    return check
+
+
+def _alpha_norm_gradient(fx):
+    return _prior_gradient("alpha_norm_gradient", fx, ("alpha", "B"))
+
+
+def _total_variation_gradient(fx):
+    return _prior_gradient("total_variation_gradient", fx, ("beta", "V"))
+
+
 def _relative_feature_distance(fx):
     from dlmie.vis.objectives import relative_feature_distance
 
@@ -351,6 +392,13 @@ def _channel_objective(fx):
 
     (value,) = _compile(channel_objective, {"a": fx["a"], "c": fx["c"]}, ints=("c",))
     return {"value": value}
+
+
+def _top_k_activations(fx):
+    from dlmie.vis.activations import top_k_activations
+
+    values, images, rows, cols = top_k_activations(fx["a"].copy(), int(fx["k"]))
+    return {"values": values, "images": images, "rows": rows, "cols": cols}
 
 
 def _show_and_tell_loss(fx):
@@ -537,6 +585,12 @@ def _ascent(regularized):
     return make
 
 
+def _blur_images(shape, low, high):
+    def make(r):
+        return {"x": r.standard_normal(shape), "sigma": r.uniform(low, high)}
+    return make
+
+
 def _percentile_norm(r):
     x = r.standard_normal((2, 3, 5, 5))
     return {"x": x, "score": np.sqrt((x ** 2).sum(axis=1)), "percentile": r.uniform(20, 40)}
@@ -554,6 +608,30 @@ def _prior(names, symbolic):
     return make
 
 
+def _prior_images(shape, name, low, high, scale, flat=False):
+    """Images of `shape` and the prior's settings: exponent `name` uniform in [low, high], scale
+    (B or V) in [scale, scale + 1]. Away from the points where centered differences are poor:
+    for alpha, every pixel's norm is in [0.5, 1.5] B; for TV, neighbouring pixels differ by at
+    least 0.05 (redrawn until they do), but with `flat` a 3 x 3 block of equal pixels in every
+    channel, where TV^beta's gradient for beta < 2 rests on TV_EPS (the block is 0, so that
+    0 +- h is exact and the differences of the flat terms are exactly symmetric)."""
+    def make(r):
+        size = scale + r.uniform(0, 1)
+        x = r.standard_normal(shape)
+        if name == "alpha":
+            norms = np.sqrt((x ** 2).sum(axis=1, keepdims=True))
+            return {"x": x / norms * size * r.uniform(0.5, 1.5, norms.shape), "alpha": r.uniform(low, high), "B": size}
+        for _ in range(10000):
+            x = r.standard_normal(shape)
+            if flat:
+                x[:, :, 1:4, 1:4] = 0.0
+            d = np.concatenate([np.diff(x, axis=2).ravel(), np.diff(x, axis=3).ravel()])
+            if np.all((d == 0) | (np.abs(d) >= 0.05)):
+                break
+        return {"x": x, "beta": r.uniform(low, high), "V": size}
+    return make
+
+
 def _feature_distance(shape, symbolic):
     def make(r):
         return {"phi": r.standard_normal(shape), "phi0": r.standard_normal(shape[1:]), "symbolic": symbolic}
@@ -564,6 +642,15 @@ def _channels(shape, per_image):
     def make(r):
         c = r.integers(0, shape[1], shape[0]) if per_image else np.array(r.integers(0, shape[1]))
         return {"a": r.standard_normal(shape), "c": c}
+    return make
+
+
+def _top_k_case(shape, k, ties=False):
+    """Activations of `shape` and k; with `ties`, ReLU zeros and small integers, so that peaks tie
+    across images and maxima repeat within a map."""
+    def make(r):
+        a = r.standard_normal(shape)
+        return {"a": np.maximum(0.0, np.round(2 * a)) if ties else a, "k": k}
     return make
 
 
@@ -702,6 +789,15 @@ PARTS = {p.name: p for p in (
     Part("ascent_step", "02_class_visualization", _ascent_step, 1e-8, (
         Case("regularized", 4, "jitter, L2 decay, blur, normalized step with momentum", _ascent(True)),
         Case("plain", 2, "no regularizer, no momentum", _ascent(False)),
+    ), stand_ins={"dlmie.vis.transforms.gaussian_blur": stand_in_gaussian_blur}),
+    Part("gaussian_blur", "02_class_visualization", _gaussian_blur, 1e-8, (
+        Case("random", 3, "N = 2, C = 3, 6 x 7 images, sigma in [0.5, 1.5]", _blur_images((2, 3, 6, 7), 0.5, 1.5)),
+        Case("wide_kernel", 2, "a 3 x 2 image, sigma in [1.5, 2.5]: the radius exceeds the image",
+             _blur_images((1, 2, 3, 2), 1.5, 2.5)),
+        Case("one_pixel_wide", 1, "a 5 x 1 image", _blur_images((1, 1, 5, 1), 0.6, 1.2)),
+        Case("no_blur", 1, "sigma = 0: x unchanged", _blur_images((2, 3, 4, 4), 0.0, 0.0)),
+        Case("negative_sigma", 1, "sigma < 0: a ValueError", _blur_images((1, 3, 4, 4), -1.0, -0.1), ERROR,
+             error="ValueError"),
     )),
     Part("zero_below_percentile", "02_class_visualization", _zero_below_percentile, 1e-8, (
         Case("norm", 2, "score = the pixel norm", _percentile_norm),
@@ -719,10 +815,40 @@ PARTS = {p.name: p for p in (
         Case("numpy", 3, "NumPy arrays", _prior(("beta", "V"), False)),
         Case("symbolic", 1, "PyTensor variables", _prior(("beta", "V"), True)),
     )),
+    Part("alpha_norm_gradient", "03_feature_inversion", _alpha_norm_gradient, 1e-8, (
+        Case("random", 2, "N = 2, alpha in [3, 6]", _prior_images((2, 3, 4, 5), "alpha", 3.0, 6.0, 1.5)),
+        Case("alpha_below_2", 1, "alpha in [1.2, 1.8], no all-zero pixel", _prior_images((2, 3, 3, 4), "alpha", 1.2, 1.8, 0.8)),
+        Case("gradient", 2, "centered differences of alpha_norm_value; N = 2, alpha in [3, 6]",
+             _prior_images((2, 3, 3, 4), "alpha", 3.0, 6.0, 1.5), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 4 x 1 image, N = 1",
+             _prior_images((1, 2, 4, 1), "alpha", 2.5, 6.0, 0.8), GRADIENT),
+    ), backward=_alpha_norm_gradient,
+        gradient=_prior_gradient_check("alpha_norm_gradient", "alpha_norm_value", ("alpha", "B")),
+        gradient_tolerance=1e-5),
+    Part("total_variation_gradient", "03_feature_inversion", _total_variation_gradient, 1e-8, (
+        Case("random", 2, "N = 2, beta in [1.5, 3]", _prior_images((2, 3, 4, 5), "beta", 1.5, 3.0, 0.7)),
+        Case("one_row", 1, "a 1 x 6 image: dy is 0 everywhere", _prior_images((2, 2, 1, 6), "beta", 1.5, 3.0, 0.7)),
+        Case("gradient", 3, "centered differences of total_variation_value; N = 2, beta in [1.5, 3]",
+             _prior_images((2, 2, 4, 5), "beta", 1.5, 3.0, 0.7), GRADIENT),
+        Case("flat_beta_below_2", 2, "centered differences; a flat 3 x 3 block, beta in [1.2, 1.8]",
+             _prior_images((1, 2, 5, 6), "beta", 1.2, 1.8, 0.7, flat=True), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 5 x 1 image: dx is 0 everywhere",
+             _prior_images((1, 2, 5, 1), "beta", 1.2, 2.5, 0.7), GRADIENT),
+    ), backward=_total_variation_gradient,
+        gradient=_prior_gradient_check("total_variation_gradient", "total_variation_value", ("beta", "V")),
+        gradient_tolerance=1e-5),
     Part("channel_objective", "04_activation_maps", _channel_objective, 1e-8, (
         Case("one_channel", 1, "one channel for every image", _channels((3, 4, 2, 3), False)),
         Case("channel_per_image", 2, "a channel per image", _channels((3, 4, 2, 3), True)),
         Case("vector_layer", 1, "(N, D) activations", _channels((3, 5), True)),
+    )),
+    Part("top_k_activations", "04_activation_maps", _top_k_activations, 1e-8, (
+        Case("random", 3, "N = 5 images, C = 3 channels, 4 x 3 grid, k = 3", _top_k_case((5, 3, 4, 3), 3)),
+        Case("ties", 2, "integer activations with zeros: tied peaks and repeated maxima, k = 4 of 6",
+             _top_k_case((6, 4, 3, 3), 4, ties=True)),
+        Case("k_equals_n", 1, "k = N = 4, a 2 x 5 grid", _top_k_case((4, 2, 2, 5), 4)),
+        Case("one_unit", 1, "N = 1, a 1 x 1 grid, k = 1", _top_k_case((1, 3, 1, 1), 1)),
+        Case("k_too_large", 1, "k = 5 > N = 3: a ValueError", _top_k_case((3, 2, 2, 2), 5), ERROR, error="ValueError"),
     )),
     Part("lstm_step_forward", "05_lstm_and_scan", _lstm_step_forward, 1e-8, (
         Case("random", 4, "N = 3, H = 5", _lstm_forward(3, 5)),
