@@ -824,7 +824,7 @@ PARTS = {p.name: p for p in (
              _prior_images((1, 2, 4, 1), "alpha", 2.5, 6.0, 0.8), GRADIENT),
     ), backward=_alpha_norm_gradient,
         gradient=_prior_gradient_check("alpha_norm_gradient", "alpha_norm_value", ("alpha", "B")),
-        gradient_tolerance=1e-5),
+        gradient_tolerance=1e-5, derived=True),
     Part("total_variation_gradient", "03_feature_inversion", _total_variation_gradient, 1e-8, (
         Case("random", 2, "N = 2, beta in [1.5, 3]", _prior_images((2, 3, 4, 5), "beta", 1.5, 3.0, 0.7)),
         Case("one_row", 1, "a 1 x 6 image: dy is 0 everywhere", _prior_images((2, 2, 1, 6), "beta", 1.5, 3.0, 0.7)),
@@ -836,7 +836,7 @@ PARTS = {p.name: p for p in (
              _prior_images((1, 2, 5, 1), "beta", 1.2, 2.5, 0.7), GRADIENT),
     ), backward=_total_variation_gradient,
         gradient=_prior_gradient_check("total_variation_gradient", "total_variation_value", ("beta", "V")),
-        gradient_tolerance=1e-5),
+        gradient_tolerance=1e-5, derived=True),
     Part("channel_objective", "04_activation_maps", _channel_objective, 1e-8, (
         Case("one_channel", 1, "one channel for every image", _channels((3, 4, 2, 3), False)),
         Case("channel_per_image", 2, "a channel per image", _channels((3, 4, 2, 3), True)),
