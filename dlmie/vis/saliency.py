@@ -214,8 +214,10 @@ def fooling_step(x: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray
 
 
 def fooling_images(net, images: np.ndarray, targets, step: float = 1.0, max_steps: int = 100) -> FoolingResult:
-    """Fooling images (Szegedy et al. 2014, section 4.2; cs231n assignment 3's make_fooling_image):
-    change real images just enough that the network takes them for a chosen wrong class.
+    """Fooling images (Szegedy et al. 2014, *Intriguing properties of neural networks*; cs231n
+    assignment 3's make_fooling_image): change real images just enough that the network takes
+    them for a chosen wrong class, by ascending the target's score along the gradient of
+    Simonyan et al.'s saliency maps.
 
     Let x_i be image i's model input (the network's preprocessing of its pixels) and t_i its
     target. Repeat, at most max_steps times: every image still to do, i.e. whose predicted class
