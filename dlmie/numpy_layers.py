@@ -6,7 +6,8 @@ The engine computes the same layers symbolically (`dlmie.layers`) with compiled 
 out by hand, and notebook 00 checks it against both the engine and centered differences:
 
     out, cache = batchnorm_forward(x, gamma, beta)         # x: (N, D) or (N, C, H, W)
-    dx, dgamma, dbeta = batchnorm_backward(dout, cache)
+    dx, dgamma, dbeta = batchnorm_backward(dout, cache)    # the simplified form
+    dx, dgamma, dbeta = batchnorm_backward_staged(dout, cache)   # the paper's stages
 """
 
 from __future__ import annotations
@@ -88,5 +89,40 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple):
     # dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat)), means over the m values.
     scale = (gamma / std).reshape(shape)
     dx = scale * (dout - dbeta.reshape(shape) / m - xhat * dgamma.reshape(shape) / m)
+    return dx, dgamma, dbeta
+    ### END SOLUTION
+
+
+def batchnorm_backward_staged(dout: np.ndarray, cache: tuple):
+    """The backward pass of `batchnorm_forward`, stage by stage through its graph, as Ioffe &
+    Szegedy write it in section 3 (derive it yourself).
+
+    The forward pass is the graph x -> mu -> var -> xhat -> out (xhat also reads x directly; see
+    `batchnorm_forward`). Going backwards, compute in turn the gradient of the loss with respect to
+    xhat, then var (a sum over the m values of each feature), then mu (through xhat directly and
+    through var), and finally x, which receives three contributions: through xhat directly, through
+    var and through mu. dgamma and dbeta are as in `batchnorm_backward`. The result equals the
+    simplified form's; it is the paper's derivation, written out.
+
+    Inputs:
+    - dout: like x, the gradient of the loss with respect to out
+    - cache: (xhat, gamma, std) as `batchnorm_forward` returns it; x - mu is xhat * std
+    Returns a tuple of:
+    - dx: like x
+    - dgamma, dbeta: (D,) or (C,)
+    """
+    ### BEGIN SOLUTION
+    xhat, gamma, std = cache
+    dout = np.asarray(dout)
+    axes = (0,) if dout.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (dout.ndim - 2)
+    m = dout.size // dout.shape[1]
+    centered = xhat * std.reshape(shape)  # x - mu
+    dxhat = dout * gamma.reshape(shape)
+    dvar = -0.5 * (dxhat * centered).sum(axis=axes) / std ** 3
+    dmu = -(dxhat / std.reshape(shape)).sum(axis=axes) - 2 * dvar * centered.sum(axis=axes) / m
+    dx = dxhat / std.reshape(shape) + (2 * dvar.reshape(shape) * centered + dmu.reshape(shape)) / m
+    dgamma = (dout * xhat).sum(axis=axes)
+    dbeta = dout.sum(axis=axes)
     return dx, dgamma, dbeta
     ### END SOLUTION

@@ -202,11 +202,16 @@ def _batchnorm_forward(fx):
     return {"out": out, "xhat": xhat, "std": std}
 
 
-def _batchnorm_backward(fx):
-    from dlmie.numpy_layers import batchnorm_backward
+def _batchnorm_backward(fx, name="batchnorm_backward"):
+    from dlmie import numpy_layers
 
-    dx, dgamma, dbeta = batchnorm_backward(fx["dout"].copy(), tuple(fx[k].copy() for k in ("xhat", "gamma", "std")))
+    backward = getattr(numpy_layers, name)
+    dx, dgamma, dbeta = backward(fx["dout"].copy(), tuple(fx[k].copy() for k in ("xhat", "gamma", "std")))
     return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+def _batchnorm_backward_staged(fx):
+    return _batchnorm_backward(fx, "batchnorm_backward_staged")
 
 
 def engine_batchnorm(shape, eps):
@@ -222,20 +227,24 @@ def engine_batchnorm(shape, eps):
     return compile_cache.function([x, gamma, beta], list(BatchNormTrain(float(eps))(x, gamma, beta)))
 
 
-def _batchnorm_backward_gradient(fx):
+def _batchnorm_backward_gradient(fx, name="batchnorm_backward"):
     """batchnorm_backward against centered differences of sum(out * dout), out computed by the
     engine's compiled forward pass (not the student's batchnorm_forward)."""
     from dlmie.gradcheck import numerical_gradient, rel_error
 
     x, gamma, beta, dout = (fx[k].copy() for k in ("x", "gamma", "beta", "dout"))
     forward = engine_batchnorm(x.shape, float(fx["eps"]))
-    grads = _batchnorm_backward(fx)
+    grads = _batchnorm_backward(fx, name)
 
     def loss():
         return float((forward(x, gamma, beta)[0] * dout).sum())
 
-    return {name: rel_error(grads[f"d{name}"], numerical_gradient(loss, value))
-            for name, value in (("x", x), ("gamma", gamma), ("beta", beta))}
+    return {input_name: rel_error(grads[f"d{input_name}"], numerical_gradient(loss, value))
+            for input_name, value in (("x", x), ("gamma", gamma), ("beta", beta))}
+
+
+def _batchnorm_backward_staged_gradient(fx):
+    return _batchnorm_backward_gradient(fx, "batchnorm_backward_staged")
 
 
 def _loss_inputs(fx):
@@ -763,6 +772,12 @@ PARTS = {p.name: p for p in (
         Case("gradient_spatial", 1, "dx, dgamma, dbeta; (N, C, H, W) = (2, 2, 2, 2), a constant channel",
              _batchnorm_cache((2, 2, 2, 2), True, eps=1e-3), GRADIENT),
     ), backward=_batchnorm_backward, gradient=_batchnorm_backward_gradient, gradient_tolerance=1e-6),
+    Part("batchnorm_backward_staged", "00_engine_and_layers", _batchnorm_backward_staged, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
+        Case("gradient", 2, "dx, dgamma, dbeta; N = 3, D = 2", _batchnorm_cache((3, 2)), GRADIENT),
+    ), backward=_batchnorm_backward_staged, gradient=_batchnorm_backward_staged_gradient, gradient_tolerance=1e-6),
     Part("input_gradient", "01_saliency", _input_gradient, 1e-5, (
         Case("vanilla", 4, "5 images, batches of 2, plain ReLU backward", _input_gradient_case(False)),
         Case("guided", 2, "5 images, batches of 2, guided backpropagation", _input_gradient_case(True)),

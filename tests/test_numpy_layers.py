@@ -9,7 +9,7 @@ import pytest
 from dlmie import compile_cache
 from dlmie.gradcheck import numerical_gradient, rel_error
 from dlmie.kernels import BatchNormTrain
-from dlmie.numpy_layers import batchnorm_backward, batchnorm_forward
+from dlmie.numpy_layers import batchnorm_backward, batchnorm_backward_staged, batchnorm_forward
 
 
 def loop_batchnorm(x, gamma, beta, eps):
@@ -50,6 +50,8 @@ def test_batchnorm_matches_the_engine_and_a_loop(shape):
     e_out, e_dx, e_dgamma, e_dbeta = engine(shape, 1e-5)(x, gamma, beta, dout)
     assert rel_error(out, e_out) < 1e-10
     assert rel_error(dx, e_dx) < 1e-8 and rel_error(dgamma, e_dgamma) < 1e-10 and rel_error(dbeta, e_dbeta) < 1e-12
+    s_dx, s_dgamma, s_dbeta = batchnorm_backward_staged(dout, cache)
+    assert rel_error(s_dx, e_dx) < 1e-8 and rel_error(s_dgamma, e_dgamma) < 1e-10 and rel_error(s_dbeta, e_dbeta) < 1e-12
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     assert np.allclose(dx.sum(axis=axes), 0, atol=1e-8)  # out does not change when a feature is shifted
 
@@ -58,13 +60,14 @@ def test_batchnorm_backward_against_centered_differences():
     rng = np.random.default_rng(3)
     x, gamma, beta, dout = rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal((4, 3))
     _, cache = batchnorm_forward(x, gamma, beta)
-    grads = batchnorm_backward(dout, cache)
 
     def loss():
         return float((batchnorm_forward(x, gamma, beta)[0] * dout).sum())
 
-    for grad, value in zip(grads, (x, gamma, beta)):
-        assert rel_error(grad, numerical_gradient(loss, value)) < 1e-7
+    numeric = [numerical_gradient(loss, value) for value in (x, gamma, beta)]
+    for backward in (batchnorm_backward, batchnorm_backward_staged):
+        for grad, expected in zip(backward(dout, cache), numeric):
+            assert rel_error(grad, expected) < 1e-7
 
 
 def test_batchnorm_rejects_bad_shapes():

@@ -90,3 +90,23 @@ def test_batchnorm_backward_gradient():
 @pytest.mark.graded(part="batchnorm_backward", points=1)
 def test_batchnorm_backward_gradient_spatial():
     assert_case("batchnorm_backward", "gradient_spatial")
+
+
+@pytest.mark.graded(part="batchnorm_backward_staged", points=2)
+def test_batchnorm_backward_staged_random():
+    assert_case("batchnorm_backward_staged", "random")
+
+
+@pytest.mark.graded(part="batchnorm_backward_staged", points=1)
+def test_batchnorm_backward_staged_zero_variance():
+    assert_case("batchnorm_backward_staged", "zero_variance")
+
+
+@pytest.mark.graded(part="batchnorm_backward_staged", points=2)
+def test_batchnorm_backward_staged_spatial():
+    assert_case("batchnorm_backward_staged", "spatial")
+
+
+@pytest.mark.graded(part="batchnorm_backward_staged", points=2)
+def test_batchnorm_backward_staged_gradient():
+    assert_case("batchnorm_backward_staged", "gradient")
