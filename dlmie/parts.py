@@ -214,7 +214,7 @@ def _batchnorm_backward_staged(fx):
     return _batchnorm_backward(fx, "batchnorm_backward_staged")
 
 
-def engine_batchnorm(shape, eps):
+def _engine_batchnorm(shape, eps):
     """The engine's training-mode batch norm (`dlmie.kernels.BatchNormTrain`, compiled C) for
     float64 input of `shape`: a function (x, gamma, beta) -> (out, mean, var)."""
     import pytensor.tensor as pt
@@ -233,7 +233,7 @@ def _batchnorm_backward_gradient(fx, name="batchnorm_backward"):
     from dlmie.gradcheck import numerical_gradient, rel_error
 
     x, gamma, beta, dout = (fx[k].copy() for k in ("x", "gamma", "beta", "dout"))
-    forward = engine_batchnorm(x.shape, float(fx["eps"]))
+    forward = _engine_batchnorm(x.shape, float(fx["eps"]))
     grads = _batchnorm_backward(fx, name)
 
     def loss():
