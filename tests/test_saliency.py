@@ -191,6 +191,18 @@ def test_fooling_images_matches_an_image_by_image_loop():
     assert result.steps.max() == 12 and not result.fooled.all()
 
 
+def test_the_stand_in_gradient_of_fooling_images_is_the_networks():
+    """dlmie.parts grades fooling_images with a NumPy gradient of its ReLU network: the engine's."""
+    from dlmie.parts import _mlp, stand_in_input_gradient
+
+    rng = np.random.default_rng(2)
+    net = _mlp([rng.standard_normal((48, 10)), rng.standard_normal((10, 8)), rng.standard_normal((8, 5))])
+    x = net.preprocessing(rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8))
+    labels = np.array([4, 0, 2])
+    expected = saliency.input_gradient(net, x, labels)
+    assert np.allclose(stand_in_input_gradient(net, x, labels), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
 def test_overlay_never_wraps_negative_values():
     image = np.zeros((4, 4, 3), np.uint8)
     heat = np.zeros((4, 4))
