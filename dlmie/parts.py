@@ -198,6 +198,58 @@ def _conv2d_gradient(fx):
     return check_gradients(_conv2d_build(int(fx["stride"]), int(fx["pad"])), {k: fx[k] for k in ("x", "w", "b")})
 
 
+def _batchnorm_forward(fx):
+    from dlmie.numpy_layers import batchnorm_forward
+
+    out, (xhat, _, std) = batchnorm_forward(fx["x"].copy(), fx["gamma"].copy(), fx["beta"].copy(), float(fx["eps"]))
+    return {"out": out, "xhat": xhat, "std": std}
+
+
+def _batchnorm_backward(fx, name="batchnorm_backward"):
+    from dlmie import numpy_layers
+
+    backward = getattr(numpy_layers, name)
+    dx, dgamma, dbeta = backward(fx["dout"].copy(), tuple(fx[k].copy() for k in ("xhat", "gamma", "std")))
+    return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+def _batchnorm_backward_staged(fx):
+    return _batchnorm_backward(fx, "batchnorm_backward_staged")
+
+
+def _engine_batchnorm(shape, eps):
+    """The engine's training-mode batch norm (`dlmie.kernels.BatchNormTrain`, compiled C) for
+    float64 input of `shape`: a function (x, gamma, beta) -> (out, mean, var)."""
+    import pytensor.tensor as pt
+
+    from dlmie import compile_cache
+    from dlmie.kernels import BatchNormTrain
+
+    x = pt.tensor("x", dtype="float64", shape=tuple(shape))
+    gamma, beta = (pt.tensor(name, dtype="float64", shape=(shape[1],)) for name in ("gamma", "beta"))
+    return compile_cache.function([x, gamma, beta], list(BatchNormTrain(float(eps))(x, gamma, beta)))
+
+
+def _batchnorm_backward_gradient(fx, name="batchnorm_backward"):
+    """batchnorm_backward against centered differences of sum(out * dout), out computed by the
+    engine's compiled forward pass (not the student's batchnorm_forward)."""
+    from dlmie.gradcheck import numerical_gradient, rel_error
+
+    x, gamma, beta, dout = (fx[k].copy() for k in ("x", "gamma", "beta", "dout"))
+    forward = _engine_batchnorm(x.shape, float(fx["eps"]))
+    grads = _batchnorm_backward(fx, name)
+
+    def loss():
+        return float((forward(x, gamma, beta)[0] * dout).sum())
+
+    return {input_name: rel_error(grads[f"d{input_name}"], numerical_gradient(loss, value))
+            for input_name, value in (("x", x), ("gamma", gamma), ("beta", beta))}
+
+
+def _batchnorm_backward_staged_gradient(fx):
+    return _batchnorm_backward_gradient(fx, "batchnorm_backward_staged")
+
+
 def _loss_inputs(fx):
     return {k: fx[k] for k in ("scores", "y", "mask")}
 
@@ -286,6 +338,33 @@ def _fooling_step(fx):
     from dlmie.vis.saliency import fooling_step
 
     return {"x": fooling_step(*(fx[k].copy() for k in ("x", "g", "low", "high")), float(fx["step"]))}
+
+
+def _fooling_images(fx):
+    from dlmie.vis.saliency import fooling_images
+
+    net = _mlp([fx[k] for k in sorted(fx) if k.startswith("W")])
+    result = fooling_images(net, fx["images"].astype(np.uint8), fx["targets"], float(fx["step"]), int(fx["max_steps"]))
+    return {"images": result.images, "steps": result.steps, "change": result.change, "fooled": result.fooled}
+
+
+def stand_in_input_gradient(net, x, labels, guided=False, batch_size=32):
+    """Stands in for input_gradient while fooling_images is graded: the gradient of each image's
+    chosen class score of the case's ReLU network (`_mlp`), backpropagated by hand in NumPy."""
+    weights = [net.params[f"W{k}"].get_value() for k in range(1, len(net.params) + 1)]
+    activations = [np.asarray(x, np.float64).reshape(len(x), -1)]
+    for w in weights[:-1]:
+        activations.append(np.maximum(activations[-1] @ w, 0))
+    g = weights[-1][:, np.asarray(labels)].T
+    for w, a in zip(weights[-2::-1], activations[:0:-1]):
+        g = (g * (a > 0)) @ w.T
+    return g.reshape(np.shape(x)).astype(np.float32)
+
+
+def stand_in_fooling_step(x, g, low, high, step):
+    """Stands in for fooling_step while fooling_images is graded: a step of `step` along the sign
+    of the gradient (an L-infinity step, not fooling_step's L2 one), clipped to [low, high]."""
+    return np.clip(x + step * np.sign(g), low, high).astype(x.dtype)
 
 
 def _ascent_step(fx):
@@ -557,6 +636,34 @@ def _conv(n, c, h, w, f, k, stride, pad):
     return make
 
 
+def _batchnorm_inputs(shape, zero_variance=False, eps=1e-5):
+    def make(r):
+        features = (1, shape[1]) + (1,) * (len(shape) - 2)
+        x = r.standard_normal(shape) * r.uniform(0.5, 3.0, features) + r.standard_normal(features)
+        if zero_variance:
+            x[:, 1] = 1.5  # a constant feature (exact in binary, so is its mean): only eps keeps it finite
+        return {"x": x, "gamma": r.uniform(0.5, 2.0, shape[1]) * r.choice([-1, 1], shape[1]),
+                "beta": r.standard_normal(shape[1]), "eps": eps}
+    return make
+
+
+def _batchnorm_cache(shape, zero_variance=False, eps=1e-5):
+    def make(r):
+        from dlmie.numpy_layers import batchnorm_forward
+
+        inputs = _batchnorm_inputs(shape, zero_variance, eps)(r)
+        _, (xhat, _, std) = batchnorm_forward(inputs["x"], inputs["gamma"], inputs["beta"], eps)  # the solution's
+        return {**inputs, "xhat": xhat, "std": std, "dout": r.standard_normal(shape)}
+    return make
+
+
+def _batchnorm_bad(x_shape, features):
+    def make(r):
+        return {"x": r.standard_normal(x_shape), "gamma": r.standard_normal(features),
+                "beta": r.standard_normal(features), "eps": 1e-5}
+    return make
+
+
 def _input_gradient_case(guided):
     def make(r):
         return {"W1": r.standard_normal((48, 10)), "W2": r.standard_normal((10, 8)), "W3": r.standard_normal((8, 5)),
@@ -572,6 +679,37 @@ def _fooling(r):
     g = r.standard_normal((3, 3, 4, 4))
     g[2] = np.where(x[2] >= high[0], np.abs(g[2]), 0.0)  # image 2 only pushes outwards: no step
     return {"x": x, "g": g, "low": low, "high": high, "step": r.uniform(0.3, 1.0)}
+
+
+def _fooling_network(r):
+    return {"W1": r.standard_normal((48, 10)), "W2": r.standard_normal((10, 8)), "W3": r.standard_normal((8, 5))}
+
+
+def _fooling_case(kind):
+    """3 images of 4 x 4 and their targets: for "all" and "already", each image's most likely class
+    that the solution (with the stand-ins) reaches within max_steps, image 1's own predicted class
+    for "already" (0 steps); for "max_steps", the least likely classes and 2 steps."""
+    def make(r):
+        from dlmie.vis.saliency import fooling_images
+
+        for _ in range(50):
+            weights = _fooling_network(r)
+            images = r.integers(0, 256, (3, 4, 4, 3))
+            inputs = {**weights, "images": images, "step": 0.05, "max_steps": 2 if kind == "max_steps" else 60}
+            net = _mlp([weights[k] for k in ("W1", "W2", "W3")])
+            ranked = np.argsort(-net.class_scores(net.preprocessing(images.astype(np.uint8))), axis=1)
+            if kind == "max_steps":
+                return {**inputs, "targets": ranked[:, -1]}
+            with standing_in("fooling_images"):
+                reached = np.array([fooling_images(net, images.astype(np.uint8), ranked[:, k], 0.05, 60).fooled
+                                    for k in range(1, ranked.shape[1])])  # (classes - 1, 3)
+            if reached.any(axis=0).all():
+                targets = ranked[np.arange(3), 1 + reached.argmax(axis=0)]
+                if kind == "already":
+                    targets[1] = ranked[1, 0]
+                return {**inputs, "targets": targets}
+        raise RuntimeError("no reachable targets in 50 draws")
+    return make
 
 
 def _ascent(regularized):
@@ -779,6 +917,32 @@ PARTS = {p.name: p for p in (
              _conv(1, 1, 7, 5, 2, 3, 2, 0)),
         Case("gradient", 2, "gradients of x, w, b; N = 2, stride 2, pad 1", _conv(2, 2, 5, 6, 3, 3, 2, 1), GRADIENT),
     ), backward=_conv2d_backward, gradient=_conv2d_gradient),
+    Part("batchnorm_forward", "00_engine_and_layers", _batchnorm_forward, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_inputs((5, 4))),
+        Case("two_rows", 1, "N = 2, D = 3", _batchnorm_inputs((2, 3))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant (eps matters)", _batchnorm_inputs((4, 3), True)),
+        Case("one_feature", 1, "N = 6, D = 1", _batchnorm_inputs((6, 1))),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_inputs((2, 3, 2, 3))),
+        Case("three_dims", 1, "x of shape (2, 3, 4): a ValueError", _batchnorm_bad((2, 3, 4), 3), ERROR,
+             error="ValueError"),
+        Case("gamma_shape", 1, "gamma and beta of 4 values for D = 3: a ValueError", _batchnorm_bad((5, 3), 4),
+             ERROR, error="ValueError"),
+    )),
+    Part("batchnorm_backward", "00_engine_and_layers", _batchnorm_backward, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
+        Case("two_rows_one_feature", 1, "N = 2, D = 1", _batchnorm_cache((2, 1))),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
+        Case("gradient", 3, "dx, dgamma, dbeta; N = 4, D = 3", _batchnorm_cache((4, 3)), GRADIENT),
+        Case("gradient_spatial", 1, "dx, dgamma, dbeta; (N, C, H, W) = (2, 2, 2, 2), a constant channel",
+             _batchnorm_cache((2, 2, 2, 2), True, eps=1e-3), GRADIENT),
+    ), backward=_batchnorm_backward, gradient=_batchnorm_backward_gradient, gradient_tolerance=1e-6),
+    Part("batchnorm_backward_staged", "00_engine_and_layers", _batchnorm_backward_staged, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
+        Case("gradient", 2, "dx, dgamma, dbeta; N = 3, D = 2", _batchnorm_cache((3, 2)), GRADIENT),
+    ), backward=_batchnorm_backward_staged, gradient=_batchnorm_backward_staged_gradient, gradient_tolerance=1e-6),
     Part("input_gradient", "01_saliency", _input_gradient, 1e-5, (
         Case("vanilla", 4, "5 images, batches of 2, plain ReLU backward", _input_gradient_case(False)),
         Case("guided", 2, "5 images, batches of 2, guided backpropagation", _input_gradient_case(True)),
@@ -786,6 +950,12 @@ PARTS = {p.name: p for p in (
     Part("fooling_step", "01_saliency", _fooling_step, 1e-8, (
         Case("bounded", 4, "3 images, some pixels at their bounds", _fooling),
     )),
+    Part("fooling_images", "01_saliency", _fooling_images, 1e-5, (
+        Case("all_fooled", 3, "3 images, each toward its runner-up class", _fooling_case("all")),
+        Case("already_target", 2, "image 1 is already predicted as its target: 0 steps", _fooling_case("already")),
+        Case("max_steps", 2, "least likely targets, max_steps = 2: not reached", _fooling_case("max_steps")),
+    ), stand_ins={"dlmie.vis.saliency.input_gradient": stand_in_input_gradient,
+                  "dlmie.vis.saliency.fooling_step": stand_in_fooling_step}),
     Part("ascent_step", "02_class_visualization", _ascent_step, 1e-8, (
         Case("regularized", 4, "jitter, L2 decay, blur, normalized step with momentum", _ascent(True)),
         Case("plain", 2, "no regularizer, no momentum", _ascent(False)),
