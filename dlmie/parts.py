@@ -936,13 +936,14 @@ PARTS = {p.name: p for p in (
         Case("gradient", 3, "dx, dgamma, dbeta; N = 4, D = 3", _batchnorm_cache((4, 3)), GRADIENT),
         Case("gradient_spatial", 1, "dx, dgamma, dbeta; (N, C, H, W) = (2, 2, 2, 2), a constant channel",
              _batchnorm_cache((2, 2, 2, 2), True, eps=1e-3), GRADIENT),
-    ), backward=_batchnorm_backward, gradient=_batchnorm_backward_gradient, gradient_tolerance=1e-6),
+    ), backward=_batchnorm_backward, gradient=_batchnorm_backward_gradient, gradient_tolerance=1e-6, derived=True),
     Part("batchnorm_backward_staged", "00_engine_and_layers", _batchnorm_backward_staged, 1e-8, (
         Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
         Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
         Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
         Case("gradient", 2, "dx, dgamma, dbeta; N = 3, D = 2", _batchnorm_cache((3, 2)), GRADIENT),
-    ), backward=_batchnorm_backward_staged, gradient=_batchnorm_backward_staged_gradient, gradient_tolerance=1e-6),
+    ), backward=_batchnorm_backward_staged, gradient=_batchnorm_backward_staged_gradient,
+        gradient_tolerance=1e-6, derived=True),
     Part("input_gradient", "01_saliency", _input_gradient, 1e-5, (
         Case("vanilla", 4, "5 images, batches of 2, plain ReLU backward", _input_gradient_case(False)),
         Case("guided", 2, "5 images, batches of 2, guided backpropagation", _input_gradient_case(True)),
