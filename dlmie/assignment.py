@@ -61,7 +61,8 @@ def read_manifest(root: Path = ROOT) -> dict:
     - dict with "parts": a list (in notebook order) of dicts with "name" (the part), "file" (path of
       the module relative to root, e.g. "dlmie/kernels/lstm.py"), "function" (dotted path), "notebook" (the
       notebook's name without .ipynb, or "" when unknown) and "points"; "files": the sorted files
-      holding parts; "total": the sum of the points
+      holding parts; "total": the sum of the points; "questions": the inline questions (dlmie.questions),
+      dicts with "id", "notebook" and "points", graded by hand; "manual_total": the sum of their points
     Raises:
     - FileNotFoundError (with what to do) when root has no manifest, e.g. in the solution repository
     """

@@ -35,6 +35,7 @@ import pytest
 
 from dlmie.assignment import ROOT, read_manifest, stub_message, unfinished_message, unfinished_part
 from dlmie.data import data_root
+from dlmie.questions import PLACEHOLDER, notebook_questions
 
 GRADED_DIR = "tests/graded"
 HANDOUT_TOP = "dlmie-student"  # the handout zip's single top folder
@@ -473,7 +474,8 @@ def pack_submission(root: Path = ROOT, out: Path | None = None) -> tuple[Path, l
     - root: the handout
     - out: the zip to write (default root/build/submission.zip), written atomically
     Returns:
-    - (the zip's path, its members, notes: parts still unfinished, notebooks without outputs)
+    - (the zip's path, its members, notes: parts still unfinished, notebooks without outputs,
+      inline questions not answered)
     Raises:
     - FileNotFoundError when root has no manifest (not a handout) or a file of the manifest is gone
     """
@@ -497,6 +499,10 @@ def pack_submission(root: Path = ROOT, out: Path | None = None) -> tuple[Path, l
             continue
         if not any(c.get("outputs") for c in cells if c.get("cell_type") == "code"):
             notes.append(f"{name} has no outputs: run it and save it before packing")
+        unanswered = [q.id for q in notebook_questions({"cells": cells}, Path(name).stem) if not q.answer]
+        if unanswered:
+            notes.append(f"{name}: inline question{'s' if len(unanswered) > 1 else ''} {', '.join(unanswered)} "
+                         f"not answered (write the answer below '{PLACEHOLDER}' and save)")
     with atomic_output(out) as part:
         with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
             for name in members:

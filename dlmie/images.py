@@ -100,25 +100,6 @@ class Preprocessing:
 # ---------------------------------------------------------------- operations on model inputs and maps
 
 
-def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Blur over space only, each channel of each image on its own.
-
-    The border is reflected (scipy's "reflect"), which keeps every channel's mean: the blur
-    moves intensity between neighbours and loses none at the edges.
-    Inputs:
-    - x: (..., H, W) float, e.g. (N, 3, H, W) model input
-    - sigma: standard deviation of the Gaussian, in pixels (0: no blur)
-    Returns:
-    - array of x's shape and dtype
-    """
-    x = np.asarray(x)
-    if sigma <= 0:
-        return x.copy()
-    from scipy.ndimage import gaussian_filter  # a 0.3-0.5 s import that most users of this module skip
-
-    return gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect")
-
-
 def roll(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Shift images circularly by dy rows and dx columns; roll(roll(x, dy, dx), -dy, -dx) is x.
 

@@ -179,30 +179,31 @@ def _kernel_size(w):
 
 
 def conv2d(x, w, b, stride=1, pad=0):
-    """Convolution (cross-correlation, as in every deep-learning framework) by im2col + one GEMM.
+    """Convolution (cross-correlation, as in every deep-learning framework), symbolic, by im2col.
 
-    `dlmie.kernels.Im2Col` (a compiled op, zero padding included) lays every window of the batch
-    out as one column of a (C * HH * WW, N * H' * W') matrix; one GEMM with the
-    (F, C * HH * WW) filter matrix then produces every output at once, channel-first
-    (F, N, H', W'), which is returned as an (N, F, H', W') view. The backward pass is two GEMMs
-    and `Col2Im`, the adjoint of Im2Col, which sums the column gradients back into the pixels.
+    With xp the input zero-padded by `pad` on every side of its height and width axes,
+
+        out[n, f, y, z] = b[f] + sum over c, i, j of w[f, c, i, j] * xp[n, c, y*stride + i, z*stride + j]
+
+    for 0 <= y < H', 0 <= z < W', 0 <= i < HH, 0 <= j < WW. As one matrix product (im2col): let X be
+    the (C*HH*WW, N*H'*W') matrix whose column (n*H' + y)*W' + z is the window of image n at
+    output position (y, z), flattened in (c, i, j) order, and Wm the (F, C*HH*WW) matrix of the
+    filters flattened the same way. Then O = Wm X + b 1^T is (F, N*H'*W'): row f holds filter f's
+    outputs, image by image, row by row; the result is O seen as (N, F, H', W'). The backward pass
+    needs no code: pytensor.grad derives it (two matrix products and the adjoint of the im2col
+    layout, which sums the column gradients back into the pixels).
 
     Inputs:
-    - x: (N, C, H, W) images
+    - x: (N, C, H, W) symbolic images
     - w: (F, C, HH, WW) filters, with HH and WW known statically
     - b: (F,) biases
     - stride: step between windows, the same along height and width
     - pad: zeros added on every side of the height and width axes
     Returns:
-    - out: (N, F, H', W') with H' = (H + 2 * pad - HH) // stride + 1, likewise W'
+    - out: (N, F, H', W') symbolic, with H' = (H + 2 pad - HH) // stride + 1, likewise W'
     """
     kh, kw = _kernel_size(w)
     n, _, h, width = x.shape
-    # Im2Col(kh, kw, stride, pad)(x) gives the (C * HH * WW, N * H' * W') columns, column
-    # (n * H' + y) * W' + z being window (y, z) of image n; conv_output_size gives H' and W'.
-    # Add the bias as the rank-1 product b 1^T (pt.dot of an (F, 1) and a (1, N * H' * W') matrix)
-    # rather than by broadcasting: its gradient is then a BLAS matrix-vector product.
-    # The product's rows are the filters: reshape to (F, N, H', W') and dimshuffle to (N, F, H', W').
     ### BEGIN SOLUTION
     out_h = conv_output_size(h, kh, stride, pad)
     out_w = conv_output_size(width, kw, stride, pad)

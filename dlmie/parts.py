@@ -68,6 +68,8 @@ class Part:
     - gradient: inputs -> {input name: relative error of a numeric gradient check} (practice)
     - gradient_tolerance: of those errors, and of the hidden backward's relative error
     - stand_ins: "module.function" of a lower part -> the stand-in to run in its place
+    - derived: the part is a backward pass the student derives and writes (it has a GRADIENT case:
+      centered differences in practice)
     """
 
     name: str
@@ -79,6 +81,7 @@ class Part:
     gradient: Callable[[dict], dict] | None = None
     gradient_tolerance: float = 1e-6
     stand_ins: dict = field(default_factory=dict)
+    derived: bool = False
 
     def case(self, name: str) -> Case:
         for case in self.cases:
@@ -193,6 +196,58 @@ def _conv2d_gradient(fx):
     from dlmie.gradcheck import check_gradients
 
     return check_gradients(_conv2d_build(int(fx["stride"]), int(fx["pad"])), {k: fx[k] for k in ("x", "w", "b")})
+
+
+def _batchnorm_forward(fx):
+    from dlmie.numpy_layers import batchnorm_forward
+
+    out, (xhat, _, std) = batchnorm_forward(fx["x"].copy(), fx["gamma"].copy(), fx["beta"].copy(), float(fx["eps"]))
+    return {"out": out, "xhat": xhat, "std": std}
+
+
+def _batchnorm_backward(fx, name="batchnorm_backward"):
+    from dlmie import numpy_layers
+
+    backward = getattr(numpy_layers, name)
+    dx, dgamma, dbeta = backward(fx["dout"].copy(), tuple(fx[k].copy() for k in ("xhat", "gamma", "std")))
+    return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+def _batchnorm_backward_staged(fx):
+    return _batchnorm_backward(fx, "batchnorm_backward_staged")
+
+
+def _engine_batchnorm(shape, eps):
+    """The engine's training-mode batch norm (`dlmie.kernels.BatchNormTrain`, compiled C) for
+    float64 input of `shape`: a function (x, gamma, beta) -> (out, mean, var)."""
+    import pytensor.tensor as pt
+
+    from dlmie import compile_cache
+    from dlmie.kernels import BatchNormTrain
+
+    x = pt.tensor("x", dtype="float64", shape=tuple(shape))
+    gamma, beta = (pt.tensor(name, dtype="float64", shape=(shape[1],)) for name in ("gamma", "beta"))
+    return compile_cache.function([x, gamma, beta], list(BatchNormTrain(float(eps))(x, gamma, beta)))
+
+
+def _batchnorm_backward_gradient(fx, name="batchnorm_backward"):
+    """batchnorm_backward against centered differences of sum(out * dout), out computed by the
+    engine's compiled forward pass (not the student's batchnorm_forward)."""
+    from dlmie.gradcheck import numerical_gradient, rel_error
+
+    x, gamma, beta, dout = (fx[k].copy() for k in ("x", "gamma", "beta", "dout"))
+    forward = _engine_batchnorm(x.shape, float(fx["eps"]))
+    grads = _batchnorm_backward(fx, name)
+
+    def loss():
+        return float((forward(x, gamma, beta)[0] * dout).sum())
+
+    return {input_name: rel_error(grads[f"d{input_name}"], numerical_gradient(loss, value))
+            for input_name, value in (("x", x), ("gamma", gamma), ("beta", beta))}
+
+
+def _batchnorm_backward_staged_gradient(fx):
+    return _batchnorm_backward_gradient(fx, "batchnorm_backward_staged")
 
 
 def _loss_inputs(fx):
@@ -335,9 +390,9 @@ _StandInRecurrence = _LazyOp()
 
 
 def _lstm_recurrence(fx):
-    from dlmie import rnn
+    from dlmie.rnn import lstm_recurrence
 
-    h, c, act = _compile(rnn.lstm_recurrence, {k: fx[k] for k in ("projected", "h0", "c0", "wh")})
+    h, c, act = _compile(lstm_recurrence, {k: fx[k] for k in ("projected", "h0", "c0", "wh")})
     return {"h": h, "c": c, "act": act}
 
 
@@ -345,9 +400,9 @@ _BPTT_INPUTS = ("h", "c", "act", "h0", "c0", "wh", "dh", "dc")
 
 
 def _lstm_backward_through_time(fx):
-    from dlmie import rnn
+    from dlmie.rnn import lstm_backward_through_time
 
-    outputs = _compile(rnn.lstm_backward_through_time, {k: fx[k] for k in _BPTT_INPUTS})
+    outputs = _compile(lstm_backward_through_time, {k: fx[k] for k in _BPTT_INPUTS})
     return dict(zip(("d_projected", "d_h0", "d_c0", "d_wh"), outputs))
 
 
@@ -411,6 +466,33 @@ def _fooling_step(fx):
     return {"x": fooling_step(*(fx[k].copy() for k in ("x", "g", "low", "high")), float(fx["step"]))}
 
 
+def _fooling_images(fx):
+    from dlmie.vis.saliency import fooling_images
+
+    net = _mlp([fx[k] for k in sorted(fx) if k.startswith("W")])
+    result = fooling_images(net, fx["images"].astype(np.uint8), fx["targets"], float(fx["step"]), int(fx["max_steps"]))
+    return {"images": result.images, "steps": result.steps, "change": result.change, "fooled": result.fooled}
+
+
+def stand_in_input_gradient(net, x, labels, guided=False, batch_size=32):
+    """Stands in for input_gradient while fooling_images is graded: the gradient of each image's
+    chosen class score of the case's ReLU network (`_mlp`), backpropagated by hand in NumPy."""
+    weights = [net.params[f"W{k}"].get_value() for k in range(1, len(net.params) + 1)]
+    activations = [np.asarray(x, np.float64).reshape(len(x), -1)]
+    for w in weights[:-1]:
+        activations.append(np.maximum(activations[-1] @ w, 0))
+    g = weights[-1][:, np.asarray(labels)].T
+    for w, a in zip(weights[-2::-1], activations[:0:-1]):
+        g = (g * (a > 0)) @ w.T
+    return g.reshape(np.shape(x)).astype(np.float32)
+
+
+def stand_in_fooling_step(x, g, low, high, step):
+    """Stands in for fooling_step while fooling_images is graded: a step of `step` along the sign
+    of the gradient (an L-infinity step, not fooling_step's L2 one), clipped to [low, high]."""
+    return np.clip(x + step * np.sign(g), low, high).astype(x.dtype)
+
+
 def _ascent_step(fx):
     """One step on the objective sum(W x) - sum(x^2) / 2 (gradient W - x), with the transforms of
     the case: jitter, L2 decay and blur when their settings are nonzero."""
@@ -428,6 +510,20 @@ def _ascent_step(fx):
     x, velocity, value, g = ascent_step(gradient, fx["x"].copy(), fx["velocity"].copy(), int(fx["step"]),
                                         float(fx["lr"]), transforms, bool(fx["normalize"]), float(fx["momentum"]))
     return {"x": x, "velocity": velocity, "value": value, "g": g}
+
+
+def _gaussian_blur(fx):
+    from dlmie.vis.transforms import gaussian_blur
+
+    return {"x": gaussian_blur(fx["x"].copy(), float(fx["sigma"]))}
+
+
+def stand_in_gaussian_blur(x, sigma, truncate=4.0):
+    """Stands in for gaussian_blur while ascent_step is graded: each pixel moved towards its
+    image's channel mean by a share sigma / (1 + sigma). Not a blur."""
+    x = np.asarray(x)
+    share = sigma / (1.0 + sigma)
+    return ((1 - share) * x + share * x.mean(axis=(-2, -1), keepdims=True)).astype(x.dtype)
 
 
 def _zero_below_percentile(fx):
@@ -459,6 +555,33 @@ def _total_variation_value(fx):
     return {"value": _value(total_variation_value, fx, ("beta", "V"))}
 
 
+def _prior_gradient(part, fx, names):
+    """The student's gradient of a prior (part `part` of dlmie.vis.priors) on the case's images."""
+    from dlmie.vis import priors
+
+    return {"dx": getattr(priors, part)(fx["x"].copy(), *(float(fx[k]) for k in names))}
+
+
+def _prior_gradient_check(part, value, names):
+    """The student's gradient of a prior against centered differences of its value (NumPy, float64)."""
+    def check(fx):
+        from dlmie.gradcheck import numerical_gradient, rel_error
+        from dlmie.vis import priors
+
+        x, settings = fx["x"].copy(), [float(fx[k]) for k in names]
+        dx = getattr(priors, part)(x.copy(), *settings)
+        return {"x": rel_error(dx, numerical_gradient(lambda: float(getattr(priors, value)(x, *settings)), x))}
+    return check
+
+
+def _alpha_norm_gradient(fx):
+    return _prior_gradient("alpha_norm_gradient", fx, ("alpha", "B"))
+
+
+def _total_variation_gradient(fx):
+    return _prior_gradient("total_variation_gradient", fx, ("beta", "V"))
+
+
 def _relative_feature_distance(fx):
     from dlmie.vis.objectives import relative_feature_distance
 
@@ -474,6 +597,13 @@ def _channel_objective(fx):
 
     (value,) = _compile(channel_objective, {"a": fx["a"], "c": fx["c"]}, ints=("c",))
     return {"value": value}
+
+
+def _top_k_activations(fx):
+    from dlmie.vis.activations import top_k_activations
+
+    values, images, rows, cols = top_k_activations(fx["a"].copy(), int(fx["k"]))
+    return {"values": values, "images": images, "rows": rows, "cols": cols}
 
 
 def _show_and_tell_loss(fx):
@@ -577,6 +707,46 @@ def _attention_maps(fx):
                                    tuple(int(v) for v in fx["size"]))}
 
 
+def _side_shares(fx):
+    from dlmie.captioning.composite_attention import side_shares
+
+    return {"shares": side_shares(fx["alpha"].copy(), tuple(int(v) for v in fx["grid"]), fx["sides"].copy())}
+
+
+def _self_critical_advantages(fx):
+    from dlmie.training.scst import self_critical_advantages
+
+    baseline = "greedy" if bool(fx["greedy"]) else "mean"
+    greedy_rewards = fx["greedy_rewards"].copy() if "greedy_rewards" in fx else None
+    return {"advantages": self_critical_advantages(fx["rewards"].copy(), baseline, greedy_rewards)}
+
+
+def _policy_gradient_inputs(fx):
+    return tuple(fx[k].copy() for k in ("scores", "words", "mask", "advantages"))
+
+
+def _policy_gradient_loss(fx):
+    from dlmie.training.scst import policy_gradient_loss
+
+    loss, dscores = policy_gradient_loss(*_policy_gradient_inputs(fx))
+    return {"loss": np.asarray(loss, np.float64), "dscores": dscores}
+
+
+def _policy_gradient_loss_backward(fx):
+    return {"dscores": _policy_gradient_loss(fx)["dscores"]}
+
+
+def _policy_gradient_loss_gradient(fx):
+    """policy_gradient_loss's dscores against centered differences of its loss."""
+    from dlmie.gradcheck import numerical_gradient, rel_error
+    from dlmie.training.scst import policy_gradient_loss
+
+    scores, words, mask, advantages = _policy_gradient_inputs(fx)
+    _, dscores = policy_gradient_loss(scores.copy(), words, mask, advantages)
+    numeric = numerical_gradient(lambda: policy_gradient_loss(scores, words, mask, advantages)[0], scores)
+    return {"scores": rel_error(dscores, numeric)}
+
+
 # ---------------------------------------------------------------- the cases' inputs
 
 
@@ -589,6 +759,34 @@ def _conv(n, c, h, w, f, k, stride, pad):
     def make(r):
         return {"x": r.standard_normal((n, c, h, w)), "w": r.standard_normal((f, c, k, k)),
                 "b": r.standard_normal(f), "stride": stride, "pad": pad, "dout_seed": r.integers(1 << 30)}
+    return make
+
+
+def _batchnorm_inputs(shape, zero_variance=False, eps=1e-5):
+    def make(r):
+        features = (1, shape[1]) + (1,) * (len(shape) - 2)
+        x = r.standard_normal(shape) * r.uniform(0.5, 3.0, features) + r.standard_normal(features)
+        if zero_variance:
+            x[:, 1] = 1.5  # a constant feature (exact in binary, so is its mean): only eps keeps it finite
+        return {"x": x, "gamma": r.uniform(0.5, 2.0, shape[1]) * r.choice([-1, 1], shape[1]),
+                "beta": r.standard_normal(shape[1]), "eps": eps}
+    return make
+
+
+def _batchnorm_cache(shape, zero_variance=False, eps=1e-5):
+    def make(r):
+        from dlmie.numpy_layers import batchnorm_forward
+
+        inputs = _batchnorm_inputs(shape, zero_variance, eps)(r)
+        _, (xhat, _, std) = batchnorm_forward(inputs["x"], inputs["gamma"], inputs["beta"], eps)  # the solution's
+        return {**inputs, "xhat": xhat, "std": std, "dout": r.standard_normal(shape)}
+    return make
+
+
+def _batchnorm_bad(x_shape, features):
+    def make(r):
+        return {"x": r.standard_normal(x_shape), "gamma": r.standard_normal(features),
+                "beta": r.standard_normal(features), "eps": 1e-5}
     return make
 
 
@@ -609,6 +807,37 @@ def _fooling(r):
     return {"x": x, "g": g, "low": low, "high": high, "step": r.uniform(0.3, 1.0)}
 
 
+def _fooling_network(r):
+    return {"W1": r.standard_normal((48, 10)), "W2": r.standard_normal((10, 8)), "W3": r.standard_normal((8, 5))}
+
+
+def _fooling_case(kind):
+    """3 images of 4 x 4 and their targets: for "all" and "already", each image's most likely class
+    that the solution (with the stand-ins) reaches within max_steps, image 1's own predicted class
+    for "already" (0 steps); for "max_steps", the least likely classes and 2 steps."""
+    def make(r):
+        from dlmie.vis.saliency import fooling_images
+
+        for _ in range(50):
+            weights = _fooling_network(r)
+            images = r.integers(0, 256, (3, 4, 4, 3))
+            inputs = {**weights, "images": images, "step": 0.05, "max_steps": 2 if kind == "max_steps" else 60}
+            net = _mlp([weights[k] for k in ("W1", "W2", "W3")])
+            ranked = np.argsort(-net.class_scores(net.preprocessing(images.astype(np.uint8))), axis=1)
+            if kind == "max_steps":
+                return {**inputs, "targets": ranked[:, -1]}
+            with standing_in("fooling_images"):
+                reached = np.array([fooling_images(net, images.astype(np.uint8), ranked[:, k], 0.05, 60).fooled
+                                    for k in range(1, ranked.shape[1])])  # (classes - 1, 3)
+            if reached.any(axis=0).all():
+                targets = ranked[np.arange(3), 1 + reached.argmax(axis=0)]
+                if kind == "already":
+                    targets[1] = ranked[1, 0]
+                return {**inputs, "targets": targets}
+        raise RuntimeError("no reachable targets in 50 draws")
+    return make
+
+
 def _ascent(regularized):
     def make(r):
         settings = ({"jitter": 2, "seed": int(r.integers(100)), "decay": 0.05, "blur_sigma": 0.6, "blur_every": 2,
@@ -617,6 +846,12 @@ def _ascent(regularized):
                      "normalize": False, "momentum": 0.0})
         return {"x": r.standard_normal((2, 3, 6, 6)), "velocity": 0.1 * r.standard_normal((2, 3, 6, 6)),
                 "W": r.standard_normal((2, 3, 6, 6)), "step": 3, "lr": 0.1, **settings}
+    return make
+
+
+def _blur_images(shape, low, high):
+    def make(r):
+        return {"x": r.standard_normal(shape), "sigma": r.uniform(low, high)}
     return make
 
 
@@ -637,6 +872,30 @@ def _prior(names, symbolic):
     return make
 
 
+def _prior_images(shape, name, low, high, scale, flat=False):
+    """Images of `shape` and the prior's settings: exponent `name` uniform in [low, high], scale
+    (B or V) in [scale, scale + 1]. Away from the points where centered differences are poor:
+    for alpha, every pixel's norm is in [0.5, 1.5] B; for TV, neighbouring pixels differ by at
+    least 0.05 (redrawn until they do), but with `flat` a 3 x 3 block of equal pixels in every
+    channel, where TV^beta's gradient for beta < 2 rests on TV_EPS (the block is 0, so that
+    0 +- h is exact and the differences of the flat terms are exactly symmetric)."""
+    def make(r):
+        size = scale + r.uniform(0, 1)
+        x = r.standard_normal(shape)
+        if name == "alpha":
+            norms = np.sqrt((x ** 2).sum(axis=1, keepdims=True))
+            return {"x": x / norms * size * r.uniform(0.5, 1.5, norms.shape), "alpha": r.uniform(low, high), "B": size}
+        for _ in range(10000):
+            x = r.standard_normal(shape)
+            if flat:
+                x[:, :, 1:4, 1:4] = 0.0
+            d = np.concatenate([np.diff(x, axis=2).ravel(), np.diff(x, axis=3).ravel()])
+            if np.all((d == 0) | (np.abs(d) >= 0.05)):
+                break
+        return {"x": x, "beta": r.uniform(low, high), "V": size}
+    return make
+
+
 def _feature_distance(shape, symbolic):
     def make(r):
         return {"phi": r.standard_normal(shape), "phi0": r.standard_normal(shape[1:]), "symbolic": symbolic}
@@ -647,6 +906,15 @@ def _channels(shape, per_image):
     def make(r):
         c = r.integers(0, shape[1], shape[0]) if per_image else np.array(r.integers(0, shape[1]))
         return {"a": r.standard_normal(shape), "c": c}
+    return make
+
+
+def _top_k_case(shape, k, ties=False):
+    """Activations of `shape` and k; with `ties`, ReLU zeros and small integers, so that peaks tie
+    across images and maxima repeat within a map."""
+    def make(r):
+        a = r.standard_normal(shape)
+        return {"a": np.maximum(0.0, np.round(2 * a)) if ties else a, "k": k}
     return make
 
 
@@ -755,6 +1023,41 @@ def _maps(grid, size, fits=True):
     return make
 
 
+def _shares(n, grid, extra_steps, normalized=True):
+    def make(r):
+        words = 5
+        alpha = r.uniform(0.05, 1.0, (n, words + extra_steps, grid[0] * grid[1]))
+        if normalized:
+            alpha /= alpha.sum(axis=2, keepdims=True)
+        return {"alpha": alpha, "grid": np.array(grid), "sides": r.integers(0, 2, (n, words))}
+    return make
+
+
+def _rewards(b, k, greedy, equal_image=False, with_greedy=True):
+    def make(r):
+        rewards = r.uniform(0.0, 2.0, (b, k))
+        if equal_image:  # one image's samples all score the same: its advantages are 0
+            rewards[0] = r.uniform(0.1, 1.0)
+        inputs = {"rewards": rewards, "greedy": int(greedy)}
+        if with_greedy:
+            inputs["greedy_rewards"] = r.uniform(0.0, 2.0, b)
+        return inputs
+    return make
+
+
+def _policy_gradient(n, t, v, scale=1.0, masked_caption=False, zero_advantage=False, fits=True):
+    def make(r):
+        lengths = r.integers(1, t + 1, n)
+        if masked_caption:
+            lengths[-1] = 0
+        advantages = r.standard_normal(n + (0 if fits else 1))
+        if zero_advantage:
+            advantages[0] = 0.0
+        return {"scores": scale * r.standard_normal((n, t, v)), "words": r.integers(0, v, (n, t)),
+                "mask": (np.arange(t)[None] < lengths[:, None]) * 1.0, "advantages": advantages}
+    return make
+
+
 # ---------------------------------------------------------------- the table
 
 # Float64 throughout, except input_gradient (a float32 network input) and attention_maps (float32 maps).
@@ -766,6 +1069,33 @@ PARTS = {p.name: p for p in (
              _conv(1, 1, 7, 5, 2, 3, 2, 0)),
         Case("gradient", 2, "gradients of x, w, b; N = 2, stride 2, pad 1", _conv(2, 2, 5, 6, 3, 3, 2, 1), GRADIENT),
     ), backward=_conv2d_backward, gradient=_conv2d_gradient),
+    Part("batchnorm_forward", "00_engine_and_layers", _batchnorm_forward, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_inputs((5, 4))),
+        Case("two_rows", 1, "N = 2, D = 3", _batchnorm_inputs((2, 3))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant (eps matters)", _batchnorm_inputs((4, 3), True)),
+        Case("one_feature", 1, "N = 6, D = 1", _batchnorm_inputs((6, 1))),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_inputs((2, 3, 2, 3))),
+        Case("three_dims", 1, "x of shape (2, 3, 4): a ValueError", _batchnorm_bad((2, 3, 4), 3), ERROR,
+             error="ValueError"),
+        Case("gamma_shape", 1, "gamma and beta of 4 values for D = 3: a ValueError", _batchnorm_bad((5, 3), 4),
+             ERROR, error="ValueError"),
+    )),
+    Part("batchnorm_backward", "00_engine_and_layers", _batchnorm_backward, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
+        Case("two_rows_one_feature", 1, "N = 2, D = 1", _batchnorm_cache((2, 1))),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
+        Case("gradient", 3, "dx, dgamma, dbeta; N = 4, D = 3", _batchnorm_cache((4, 3)), GRADIENT),
+        Case("gradient_spatial", 1, "dx, dgamma, dbeta; (N, C, H, W) = (2, 2, 2, 2), a constant channel",
+             _batchnorm_cache((2, 2, 2, 2), True, eps=1e-3), GRADIENT),
+    ), backward=_batchnorm_backward, gradient=_batchnorm_backward_gradient, gradient_tolerance=1e-6, derived=True),
+    Part("batchnorm_backward_staged", "00_engine_and_layers", _batchnorm_backward_staged, 1e-8, (
+        Case("random", 2, "N = 5, D = 4", _batchnorm_cache((5, 4))),
+        Case("zero_variance", 1, "N = 4, D = 3, feature 1 constant", _batchnorm_cache((4, 3), True)),
+        Case("spatial", 2, "(N, C, H, W) = (2, 3, 2, 3), per channel", _batchnorm_cache((2, 3, 2, 3))),
+        Case("gradient", 2, "dx, dgamma, dbeta; N = 3, D = 2", _batchnorm_cache((3, 2)), GRADIENT),
+    ), backward=_batchnorm_backward_staged, gradient=_batchnorm_backward_staged_gradient,
+        gradient_tolerance=1e-6, derived=True),
     Part("input_gradient", "01_saliency", _input_gradient, 1e-5, (
         Case("vanilla", 4, "5 images, batches of 2, plain ReLU backward", _input_gradient_case(False)),
         Case("guided", 2, "5 images, batches of 2, guided backpropagation", _input_gradient_case(True)),
@@ -773,9 +1103,24 @@ PARTS = {p.name: p for p in (
     Part("fooling_step", "01_saliency", _fooling_step, 1e-8, (
         Case("bounded", 4, "3 images, some pixels at their bounds", _fooling),
     )),
+    Part("fooling_images", "01_saliency", _fooling_images, 1e-5, (
+        Case("all_fooled", 3, "3 images, each toward its runner-up class", _fooling_case("all")),
+        Case("already_target", 2, "image 1 is already predicted as its target: 0 steps", _fooling_case("already")),
+        Case("max_steps", 2, "least likely targets, max_steps = 2: not reached", _fooling_case("max_steps")),
+    ), stand_ins={"dlmie.vis.saliency.input_gradient": stand_in_input_gradient,
+                  "dlmie.vis.saliency.fooling_step": stand_in_fooling_step}),
     Part("ascent_step", "02_class_visualization", _ascent_step, 1e-8, (
         Case("regularized", 4, "jitter, L2 decay, blur, normalized step with momentum", _ascent(True)),
         Case("plain", 2, "no regularizer, no momentum", _ascent(False)),
+    ), stand_ins={"dlmie.vis.transforms.gaussian_blur": stand_in_gaussian_blur}),
+    Part("gaussian_blur", "02_class_visualization", _gaussian_blur, 1e-8, (
+        Case("random", 3, "N = 2, C = 3, 6 x 7 images, sigma in [0.5, 1.5]", _blur_images((2, 3, 6, 7), 0.5, 1.5)),
+        Case("wide_kernel", 2, "a 3 x 2 image, sigma in [1.5, 2.5]: the radius exceeds the image",
+             _blur_images((1, 2, 3, 2), 1.5, 2.5)),
+        Case("one_pixel_wide", 1, "a 5 x 1 image", _blur_images((1, 1, 5, 1), 0.6, 1.2)),
+        Case("no_blur", 1, "sigma = 0: x unchanged", _blur_images((2, 3, 4, 4), 0.0, 0.0)),
+        Case("negative_sigma", 1, "sigma < 0: a ValueError", _blur_images((1, 3, 4, 4), -1.0, -0.1), ERROR,
+             error="ValueError"),
     )),
     Part("zero_below_percentile", "02_class_visualization", _zero_below_percentile, 1e-8, (
         Case("norm", 2, "score = the pixel norm", _percentile_norm),
@@ -793,10 +1138,40 @@ PARTS = {p.name: p for p in (
         Case("numpy", 3, "NumPy arrays", _prior(("beta", "V"), False)),
         Case("symbolic", 1, "PyTensor variables", _prior(("beta", "V"), True)),
     )),
+    Part("alpha_norm_gradient", "03_feature_inversion", _alpha_norm_gradient, 1e-8, (
+        Case("random", 2, "N = 2, alpha in [3, 6]", _prior_images((2, 3, 4, 5), "alpha", 3.0, 6.0, 1.5)),
+        Case("alpha_below_2", 1, "alpha in [1.2, 1.8], no all-zero pixel", _prior_images((2, 3, 3, 4), "alpha", 1.2, 1.8, 0.8)),
+        Case("gradient", 2, "centered differences of alpha_norm_value; N = 2, alpha in [3, 6]",
+             _prior_images((2, 3, 3, 4), "alpha", 3.0, 6.0, 1.5), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 4 x 1 image, N = 1",
+             _prior_images((1, 2, 4, 1), "alpha", 2.5, 6.0, 0.8), GRADIENT),
+    ), backward=_alpha_norm_gradient,
+        gradient=_prior_gradient_check("alpha_norm_gradient", "alpha_norm_value", ("alpha", "B")),
+        gradient_tolerance=1e-5, derived=True),
+    Part("total_variation_gradient", "03_feature_inversion", _total_variation_gradient, 1e-8, (
+        Case("random", 2, "N = 2, beta in [1.5, 3]", _prior_images((2, 3, 4, 5), "beta", 1.5, 3.0, 0.7)),
+        Case("one_row", 1, "a 1 x 6 image: dy is 0 everywhere", _prior_images((2, 2, 1, 6), "beta", 1.5, 3.0, 0.7)),
+        Case("gradient", 3, "centered differences of total_variation_value; N = 2, beta in [1.5, 3]",
+             _prior_images((2, 2, 4, 5), "beta", 1.5, 3.0, 0.7), GRADIENT),
+        Case("flat_beta_below_2", 2, "centered differences; a flat 3 x 3 block, beta in [1.2, 1.8]",
+             _prior_images((1, 2, 5, 6), "beta", 1.2, 1.8, 0.7, flat=True), GRADIENT),
+        Case("one_pixel_wide", 1, "centered differences; a 5 x 1 image: dx is 0 everywhere",
+             _prior_images((1, 2, 5, 1), "beta", 1.2, 2.5, 0.7), GRADIENT),
+    ), backward=_total_variation_gradient,
+        gradient=_prior_gradient_check("total_variation_gradient", "total_variation_value", ("beta", "V")),
+        gradient_tolerance=1e-5, derived=True),
     Part("channel_objective", "04_activation_maps", _channel_objective, 1e-8, (
         Case("one_channel", 1, "one channel for every image", _channels((3, 4, 2, 3), False)),
         Case("channel_per_image", 2, "a channel per image", _channels((3, 4, 2, 3), True)),
         Case("vector_layer", 1, "(N, D) activations", _channels((3, 5), True)),
+    )),
+    Part("top_k_activations", "04_activation_maps", _top_k_activations, 1e-8, (
+        Case("random", 3, "N = 5 images, C = 3 channels, 4 x 3 grid, k = 3", _top_k_case((5, 3, 4, 3), 3)),
+        Case("ties", 2, "integer activations with zeros: tied peaks and repeated maxima, k = 4 of 6",
+             _top_k_case((6, 4, 3, 3), 4, ties=True)),
+        Case("k_equals_n", 1, "k = N = 4, a 2 x 5 grid", _top_k_case((4, 2, 2, 5), 4)),
+        Case("one_unit", 1, "N = 1, a 1 x 1 grid, k = 1", _top_k_case((1, 3, 1, 1), 1)),
+        Case("k_too_large", 1, "k = 5 > N = 3: a ValueError", _top_k_case((3, 2, 2, 2), 5), ERROR, error="ValueError"),
     )),
     Part("lstm_step_forward", "05_lstm_and_scan", _lstm_step_forward, 1e-8, (
         Case("random", 4, "N = 3, H = 5", _lstm_forward(3, 5)),
@@ -805,7 +1180,7 @@ PARTS = {p.name: p for p in (
     Part("lstm_step_backward", "05_lstm_and_scan", _lstm_step_backward, 1e-8, (
         Case("random", 5, "N = 3, H = 5", _lstm_backward(3, 5, 2.0)),
         Case("gradient", 5, "N = 2, H = 4", _lstm_backward(2, 4, 1.0), GRADIENT),
-    ), backward=_lstm_step_backward, gradient=_lstm_step_backward_gradient),
+    ), backward=_lstm_step_backward, gradient=_lstm_step_backward_gradient, derived=True),
     Part("lstm_recurrence", "05_lstm_and_scan", _lstm_recurrence, 1e-8, (
         Case("several_steps", 4, "N = 3, T = 5, H = 4", _recurrence(3, 5, 4)),
         Case("one_step", 2, "T = 1: a single step", _recurrence(2, 1, 3)),
@@ -821,7 +1196,7 @@ PARTS = {p.name: p for p in (
              _through_time_gradient(2, 4, 3, 3), GRADIENT),
     ), backward=_lstm_backward_through_time_backward, gradient=_lstm_backward_through_time_gradient,
         stand_ins={"dlmie.rnn.LSTMCellGrad": StandInLSTMCellGrad, "dlmie.kernels.LSTMCellGrad": StandInLSTMCellGrad,
-                   "dlmie.rnn.lstm_recurrence": stand_in_lstm_recurrence}),
+                   "dlmie.rnn.lstm_recurrence": stand_in_lstm_recurrence}, derived=True),
     Part("temporal_softmax_loss", "05_lstm_and_scan", _temporal_softmax_loss, 1e-8, (
         Case("random", 2, "N = 3, T = 4, V = 6", _softmax_loss(3, 4, 6, False)),
         Case("empty_row", 1, "a caption whose mask is all zeros", _softmax_loss(3, 4, 5, True)),
@@ -853,4 +1228,31 @@ PARTS = {p.name: p for p in (
         Case("does_not_fit", 1, "weights that do not fit the grid: a ValueError", _maps((2, 2), (4, 4), fits=False),
              ERROR, error="ValueError"),
     )),
+    Part("side_shares", "08_attention_maps", _side_shares, 1e-8, (
+        Case("random", 2, "N = 3 composites on a 2 x 4 grid, an extra <END> step", _shares(3, (2, 4), 1)),
+        Case("one_composite", 1, "N = 1, a 1 x 2 grid (one region a half), no extra step", _shares(1, (1, 2), 0)),
+        Case("unnormalized", 1, "weights that do not sum to 1 over the regions", _shares(2, (3, 4), 1, False)),
+        Case("odd_width", 1, "a grid of odd width: a ValueError", _shares(2, (2, 3), 1), ERROR, error="ValueError"),
+    )),
+    Part("self_critical_advantages", "09_self_critical", _self_critical_advantages, 1e-8, (
+        Case("mean", 2, "B = 3 images, K = 4 samples, mean-of-others baseline", _rewards(3, 4, False)),
+        Case("greedy", 2, "B = 3, K = 2, greedy baseline", _rewards(3, 2, True)),
+        Case("greedy_one_sample", 1, "B = 1 image, K = 1 sample, greedy baseline", _rewards(1, 1, True)),
+        Case("equal_rewards", 1, "mean baseline, one image's samples all equal", _rewards(2, 3, False, True)),
+        Case("mean_one_sample", 1, "mean baseline with K = 1: a ValueError", _rewards(2, 1, False), ERROR,
+             error="ValueError"),
+        Case("greedy_missing", 1, "greedy baseline without greedy_rewards: a ValueError",
+             _rewards(2, 3, True, with_greedy=False), ERROR, error="ValueError"),
+    )),
+    Part("policy_gradient_loss", "09_self_critical", _policy_gradient_loss, 1e-8, (
+        Case("random", 3, "N = 3, T = 4, V = 5, padded captions", _policy_gradient(3, 4, 5)),
+        Case("masked_and_zero", 2, "a caption whose mask is all zeros, an advantage of 0",
+             _policy_gradient(3, 4, 5, masked_caption=True, zero_advantage=True)),
+        Case("large_scores", 1, "scores of about 1000 (stability)", _policy_gradient(2, 3, 4, scale=1000.0)),
+        Case("one_caption", 1, "N = 1, T = 2, V = 3", _policy_gradient(1, 2, 3)),
+        Case("gradient", 3, "gradient of the scores; N = 2, T = 3, V = 4", _policy_gradient(2, 3, 4), GRADIENT),
+        Case("does_not_fit", 1, "advantages that do not fit the captions: a ValueError",
+             _policy_gradient(2, 3, 4, fits=False), ERROR, error="ValueError"),
+    ), backward=_policy_gradient_loss_backward, gradient=_policy_gradient_loss_gradient, gradient_tolerance=1e-7,
+         derived=True),
 )}

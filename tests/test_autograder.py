@@ -7,6 +7,7 @@ on the same hidden cases."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from dlmie.questions import PLACEHOLDER
 from dlmie.teacher import autograder
 from dlmie.teacher.grader import Settings, grade_submissions
 from dlmie.teacher.sandbox import GiB, Limits
@@ -28,6 +30,7 @@ handout = toy_assignment.load_builder()
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "dlmie/captioning/attention.py"
 SEED = 11
+ANSWER = "Because the guided rule keeps only positive gradients."
 SCHEMA = json.loads(autograder.SCHEMA.read_text())
 
 
@@ -63,6 +66,21 @@ def attacked(files: dict[str, bytes]) -> dict[str, bytes]:
     return {**files, TARGET: text.encode()}
 
 
+def answered(files: dict[str, bytes], manifest: dict) -> dict[str, bytes]:
+    """The files with the first inline question's notebook, its answer written (ANSWER)."""
+    first = manifest["questions"][0]
+    path = f"notebooks/{first['notebook']}.ipynb"
+    nb = json.loads((REPO / path).read_text())
+    cell = next(c for c in nb["cells"] if c["metadata"].get("dlmie", {}).get("answer") == first["id"])
+    cell["source"] = f"{PLACEHOLDER}\n\n{ANSWER}"
+    return {**files, path: json.dumps(nb).encode()}
+
+
+def part_tests(result: dict) -> list[dict]:
+    """The tests of results.json that grade parts (the inline questions' entries carry no points)."""
+    return [t for t in result["tests"] if "inline question" not in t["name"]]
+
+
 def broken(files: dict[str, bytes]) -> dict[str, bytes]:
     """The files with a syntax error in attention.py."""
     return {**files, TARGET: files[TARGET].replace(b"def attention_maps(", b"def attention_maps(:")}
@@ -72,7 +90,7 @@ def broken(files: dict[str, bytes]) -> dict[str, bytes]:
 def graded(tmp_path_factory):
     """Each submission graded by the autograder and by grade_submissions: (built, {name: (results, run)}, grades)."""
     built = Built(tmp_path_factory.mktemp("autograder"))
-    submissions = {"solution": built.solution_files, "handout": built.handout_files,
+    submissions = {"solution": answered(built.solution_files, built.manifest), "handout": built.handout_files,
                    "broken_files": broken(built.solution_files), "attack": attacked(built.solution_files)}
     folder = built.root / "submissions"
     folder.mkdir()
@@ -121,8 +139,8 @@ def test_scores_equal_those_of_grade_submissions(graded):
     assert len(results) == len(grades) == 5
     for name, (result, _) in results.items():
         grade = grades[name]
-        assert {t["name"]: t["score"] for t in result["tests"]} == {s.name: s.earned for s in grade.scores}, name
-        assert [t["max_score"] for t in result["tests"]] == [p["points"] for p in built.manifest["parts"]]
+        assert {t["name"]: t["score"] for t in part_tests(result)} == {s.name: s.earned for s in grade.scores}, name
+        assert [t["max_score"] for t in part_tests(result)] == [p["points"] for p in built.manifest["parts"]]
         for issue in grade.issues:
             assert f"- {issue.code}: " in result["output"], (name, result["output"])
 
@@ -131,8 +149,14 @@ def test_what_each_submission_earns_and_is_told(graded):
     built, results, _ = graded
     total = built.manifest["total"]
     solution = results["solution"][0]
-    assert solution["score"] == total and {t["status"] for t in solution["tests"]} == {"passed"}
-    assert all(line.startswith("PASS ") for t in solution["tests"] for line in t["output"].splitlines())
+    assert solution["score"] == total and {t["status"] for t in part_tests(solution)} == {"passed"}
+    assert all(line.startswith("PASS ") for t in part_tests(solution) for line in t["output"].splitlines())
+    manual = [t for t in solution["tests"] if t not in part_tests(solution)]
+    questions = built.manifest["questions"]
+    assert [t["name"] for t in manual] == [f"{q['id']} (inline question, graded by hand: {q['points']} points)"
+                                           for q in questions]
+    assert all((t["score"], t["max_score"]) == (0, 0) and "status" not in t for t in manual)
+    assert manual[0]["output"] == f"Your answer:\n\n{ANSWER}" and manual[1]["output"] == "Not answered."
     assert results["handout"][0]["score"] == 0
     assert "not implemented yet" in results["handout"][0]["tests"][0]["output"]
     broken_files = results["broken_files"][0]
@@ -192,3 +216,16 @@ def test_bad_input_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(autograder.ROOT_VARIABLE, str(tmp_path))
     assert autograder.main(["run"]) == 2
     assert "is not a Gradescope autograder folder" in capsys.readouterr().err
+
+
+def test_the_gradebook_lists_the_inline_questions_to_grade_by_hand(graded):
+    built, *_ = graded
+    with open(built.root / "gradebook.csv", newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    first, *others = built.manifest["questions"]
+    column = f"{first['id']} (by hand, /{first['points']})"
+    assert rows["solution"][column] == "" and rows["handout"][column] == "0"
+    assert all(rows["solution"][f"{q['id']} (by hand, /{q['points']})"] == "0" for q in others)
+    sheet = (built.root / "gradebook_answers" / f"{first['id']}.md").read_text()
+    assert f"> {ANSWER}" in sheet and "Model answer:" in sheet
+    assert sheet.index("### attack") < sheet.index("### solution")

@@ -5,6 +5,7 @@ synthetic attention, seeding, and a measurement end to end with an untrained mod
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 import dlmie  # noqa: F401
 from dlmie import layers as L
@@ -100,6 +101,25 @@ def test_side_shares_on_synthetic_attention():
     np.testing.assert_allclose(shares, [[1, 0, 1], [1, 0.5, 0]])
     mean, error = A.mean_and_error([0.4, 0.6])
     assert np.isclose(mean, 0.5) and np.isclose(error, np.std([0.4, 0.6], ddof=1) / np.sqrt(2))
+
+
+
+def test_side_shares_against_a_loop():
+    """Unnormalized weights, an extra step, against a region-by-region loop; an odd grid raises."""
+    rng = np.random.default_rng(3)
+    h, w, steps = 3, 4, 5
+    alpha = rng.uniform(0.1, 1.0, (2, steps + 1, h * w))
+    sides = rng.integers(0, 2, (2, steps))
+    expected = np.zeros((2, steps))
+    for n in range(2):
+        for t in range(steps):
+            on = [alpha[n, t, l] for l in range(h * w) if (l % w >= w // 2) == bool(sides[n, t])]
+            expected[n, t] = sum(on) / alpha[n, t].sum()
+    np.testing.assert_allclose(A.side_shares(alpha, (h, w), sides), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="no halves"):
+        A.side_shares(rng.uniform(size=(2, steps, 6)), (2, 3), sides)
+    with pytest.raises(ValueError, match="does not fit"):
+        A.side_shares(alpha[:, :2], (h, w), sides)
 
 
 def test_same_seed_same_composites_other_seed_others():

@@ -121,7 +121,7 @@ def test_handout_members(built):
         f"dlmie-student/{rel}"
         for rel in [
             "README.md", "assignment.json", "dlmie/__init__.py", "dlmie/assignment.py", "dlmie/counter.py",
-            "dlmie/data/__init__.py", "dlmie/grade.py", "dlmie/grading.py", "dlmie/toy.py", "get_data.sh",
+            "dlmie/data/__init__.py", "dlmie/grade.py", "dlmie/grading.py", "dlmie/questions.py", "dlmie/toy.py", "get_data.sh",
             "notebooks/01_toy.ipynb", "notebooks/02_more.ipynb", "tests/conftest.py", "tests/graded/conftest.py",
             "tests/graded/fixtures/double.npz", "tests/graded/test_add_one.py", "tests/graded/test_double.py",
         ]
@@ -140,6 +140,8 @@ def test_manifest(built):
         ],
         "files": ["dlmie/counter.py", "dlmie/toy.py"],
         "total": 5,
+        "questions": [],
+        "manual_total": 0,
     }
     assert manifest == expected
     assert json.loads(members["dlmie-student/assignment.json"][0]) == expected

@@ -167,6 +167,42 @@ def test_fooling_image_reaches_the_target():
     assert np.array_equal(again, targets)
 
 
+def test_fooling_images_matches_an_image_by_image_loop():
+    """The batched procedure against the definition, one image at a time: 0 steps for an image
+    already taken for its target, max_steps for one never reached."""
+    rng = np.random.default_rng(11)
+    net = mlp([rng.standard_normal((48, 16)), rng.standard_normal((16, 4))])
+    images = rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8)
+    ranked = np.argsort(-net.class_scores(net.preprocessing(images)), axis=1)
+    targets = np.array([ranked[0, 0], ranked[1, 1], ranked[2, 1], ranked[3, 3]])
+    low, high = net.preprocessing(np.zeros((1, 4, 4, 3))), net.preprocessing(np.full((1, 4, 4, 3), 255.0))
+
+    result = saliency.fooling_images(net, images, targets, step=0.05, max_steps=12)
+
+    for i in range(4):
+        x, steps = net.preprocessing(images[i:i + 1]), 0
+        while steps < 12 and net.class_scores(x).argmax() != targets[i]:
+            g = saliency.input_gradient(net, x, targets[i:i + 1])
+            x, steps = saliency.fooling_step(x, g, low, high, 0.05), steps + 1
+        assert result.steps[i] == steps
+        assert result.fooled[i] == (net.class_scores(x).argmax() == targets[i])
+        assert np.allclose(result.images[i], net.preprocessing.invert(x)[0], atol=1e-6)
+    assert result.steps[0] == 0 and np.allclose(result.change[0], 0, atol=1e-6)
+    assert result.steps.max() == 12 and not result.fooled.all()
+
+
+def test_the_stand_in_gradient_of_fooling_images_is_the_networks():
+    """dlmie.parts grades fooling_images with a NumPy gradient of its ReLU network: the engine's."""
+    from dlmie.parts import _mlp, stand_in_input_gradient
+
+    rng = np.random.default_rng(2)
+    net = _mlp([rng.standard_normal((48, 10)), rng.standard_normal((10, 8)), rng.standard_normal((8, 5))])
+    x = net.preprocessing(rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8))
+    labels = np.array([4, 0, 2])
+    expected = saliency.input_gradient(net, x, labels)
+    assert np.allclose(stand_in_input_gradient(net, x, labels), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
 def test_overlay_never_wraps_negative_values():
     image = np.zeros((4, 4, 3), np.uint8)
     heat = np.zeros((4, 4))

@@ -22,7 +22,9 @@ from dlmie.models import show_attend_tell as sat
 from dlmie.models.captioners import load_captioner
 from dlmie.training.captioner import CaptionData, CaptionerConfig, CaptionerTrainer
 from dlmie.training.loop import LoopConfig, fit
-from dlmie.training.scst import SCSTConfig, SelfCriticalTask, caption_rows, cider_reward, mean_of_others
+from dlmie.gradcheck import numerical_gradient, rel_error
+from dlmie.training.scst import (SCSTConfig, SelfCriticalTask, caption_rows, cider_reward, policy_gradient_loss,
+                                 self_critical_advantages)
 
 from test_captions_data import write_fake_flickr8k
 from test_train_captioner import write_features
@@ -81,7 +83,7 @@ def test_sampling_follows_the_distribution():
     assert np.all(np.abs(frequencies - probs) <= 4 * np.sqrt(probs * (1 - probs) / len(first)) + 1e-3)
 
 
-def test_mean_of_others_baseline_is_unbiased():
+def test_mean_baseline_is_unbiased():
     """A one-word policy softmax(theta) over 4 words, K = 3 samples, every K-tuple enumerated: the
     expected estimate sum_k (r_k - b_k) grad log p(y_k) is K times the gradient of the expected
     reward, and zero for a constant reward."""
@@ -94,7 +96,7 @@ def test_mean_of_others_baseline_is_unbiased():
         for ys in itertools.product(range(4), repeat=k):
             ys = np.array(ys)
             rewards = r[ys][None]
-            advantage = (rewards - mean_of_others(rewards))[0]
+            advantage = self_critical_advantages(rewards, "mean")[0]
             grad_log_p = np.eye(4)[ys] - p  # d log p(y) / d theta for a softmax
             total += np.prod(p[ys]) * (advantage[:, None] * grad_log_p).sum(axis=0)
         return total
@@ -103,6 +105,68 @@ def test_mean_of_others_baseline_is_unbiased():
     grad_expected_reward = p * (r - p @ r)
     np.testing.assert_allclose(expected_estimate(r), k * grad_expected_reward, atol=1e-12)
     np.testing.assert_allclose(expected_estimate(np.full(4, 0.7)), 0.0, atol=1e-12)
+
+
+
+def test_advantages_against_a_loop():
+    rng = np.random.default_rng(7)
+    rewards, greedy = rng.uniform(0, 2, (3, 4)), rng.uniform(0, 2, 3)
+    mean = np.array([[rewards[i, k] - np.mean([rewards[i, j] for j in range(4) if j != k]) for k in range(4)]
+                     for i in range(3)])
+    np.testing.assert_allclose(self_critical_advantages(rewards, "mean"), mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(self_critical_advantages(rewards, "greedy", greedy), rewards - greedy[:, None])
+    assert self_critical_advantages(np.array([[0.5]]), "greedy", np.array([0.25])).tolist() == [[0.25]]
+    # equal rewards: exactly zero (0.1 * 3 is not 0.3 in floating point)
+    assert np.all(self_critical_advantages(np.full((2, 3), 0.1), "mean") == 0.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        self_critical_advantages(rewards[:, :1], "mean")
+    with pytest.raises(ValueError, match="one per image"):
+        self_critical_advantages(rewards, "greedy")
+    with pytest.raises(ValueError, match="one per image"):
+        self_critical_advantages(rewards, "greedy", greedy[:2])
+    with pytest.raises(ValueError, match="unknown baseline"):
+        self_critical_advantages(rewards, "median")
+
+
+def policy_gradient_case(seed, n=3, t=4, v=5):
+    rng = np.random.default_rng(seed)
+    mask = (np.arange(t)[None] < rng.integers(1, t + 1, n)[:, None]) * 1.0
+    mask[-1] = 0.0  # a caption of no step
+    advantages = rng.standard_normal(n)
+    advantages[0] = 0.0
+    return rng.standard_normal((n, t, v)), rng.integers(0, v, (n, t)), mask, advantages
+
+
+def test_policy_gradient_loss_against_a_loop_and_finite_differences():
+    scores, words, mask, advantages = policy_gradient_case(0)
+    n, t, v = scores.shape
+    expected = 0.0
+    for i in range(n):
+        for j in range(t):
+            log_p = scores[i, j] - np.log(np.sum(np.exp(scores[i, j])))
+            expected -= advantages[i] * mask[i, j] * log_p[words[i, j]] / n
+    loss, dscores = policy_gradient_loss(scores, words, mask, advantages)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    numeric = numerical_gradient(lambda: policy_gradient_loss(scores, words, mask, advantages)[0], scores)
+    assert rel_error(dscores, numeric) < 1e-7
+    assert np.all(dscores[0] == 0) and np.all(dscores[-1] == 0)  # zero advantage, all masked
+    big, big_d = policy_gradient_loss(1000 * scores, words, mask, advantages)
+    assert np.isfinite(big) and np.all(np.isfinite(big_d))
+    with pytest.raises(ValueError, match="do not fit"):
+        policy_gradient_loss(scores, words, mask, advantages[:2])
+
+
+def test_policy_gradient_loss_is_the_weighted_training_loss():
+    """The NumPy loss and gradient equal the engine's weighted temporal_softmax_loss and its autodiff,
+    the loss the trainer's compiled step uses."""
+    scores, words, mask, advantages = policy_gradient_case(1)
+    s, y, m, w = pt.tensor3("s", dtype="float64"), pt.lmatrix("y"), pt.matrix("m", dtype="float64"), pt.vector("w", dtype="float64")
+    engine = L.temporal_softmax_loss(s, y, m, weights=w)
+    f = pytensor.function([s, y, m, w], [engine, pytensor.grad(engine, s)])
+    want_loss, want_d = f(scores, words, mask, advantages)
+    loss, dscores = policy_gradient_loss(scores, words, mask, advantages)
+    assert loss == pytest.approx(float(want_loss), rel=1e-10)
+    assert rel_error(dscores, want_d) < 1e-9
 
 
 def toy_task(reward, lr=0.05, baseline="mean", samples=4, seed=0, entropy=0.0, favour=None):

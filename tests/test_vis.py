@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 
 from dlmie.gradcheck import check_gradients
-from dlmie.images import Preprocessing, gaussian_blur, resize_bilinear
+from dlmie.images import Preprocessing, resize_bilinear
 from dlmie.models import convnet
 from dlmie.models.classifier import convnet_classifier
 from dlmie.vis import objectives as O
 from dlmie.vis.activations import layer_activations, receptive_field, top_activations, top_patches
 from dlmie.vis.ascent import Snapshots, ascend, deep_dream, gradient_function, random_images
 from dlmie.vis.inversion import invert
-from dlmie.vis.priors import alpha_norm, alpha_norm_value, total_variation, total_variation_value
-from dlmie.vis.transforms import ClipContribution, ClipNorm, ClipRange, Jitter, L2Decay, Blur, yosinski
+from dlmie.vis.priors import (alpha_norm, alpha_norm_gradient, alpha_norm_value, total_variation,
+                              total_variation_gradient, total_variation_value)
+from dlmie.vis.transforms import ClipContribution, ClipNorm, ClipRange, Jitter, L2Decay, Blur, gaussian_blur, yosinski
 
 TINY = convnet.ConvNetSpec(conv=[(4, 3, 2, 1), (6, 3, 2, 1)], num_classes=3, input_size=16)
 PRE = Preprocessing(mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25))
@@ -49,6 +50,32 @@ def test_total_variation_gradient_matches_numeric():
 def test_alpha_norm_gradient_matches_numeric():
     x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
     assert check_gradients(lambda x: alpha_norm_value(x, 6.0, 1.3), {"x": x})["x"] < 1e-6
+
+
+def _autodiff(value, x, *settings):
+    """d value(x) / dx by PyTensor's autodiff of the symbolic prior on float64 variables (its
+    Python-float settings become floatX constants: agreement to about 1e-7)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from dlmie import compile_cache
+
+    v = pt.tensor(dtype="float64", shape=x.shape)
+    return compile_cache.function([v], pytensor.grad(value(v, *settings), v))(x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 5, 1), (1, 3, 1, 4), (1, 1, 1, 1)])
+def test_prior_gradients_match_the_engines_autodiff(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    if shape[2] > 3 and shape[3] > 3:
+        x[:, :, 1:4, 1:4] = 0.4  # a flat region: beta < 2 rests on TV_EPS there
+    for beta, V in ((2.0, 0.7), (1.5, 1.2), (1.0, 0.9), (3.0, 0.5)):
+        want = _autodiff(total_variation_value, x, beta, V)
+        assert np.allclose(total_variation_gradient(x, beta, V), want, rtol=1e-6, atol=1e-12), (shape, beta)
+    for alpha, B in ((6.0, 1.3), (2.0, 0.8), (1.5, 1.0)):
+        want = _autodiff(alpha_norm_value, x, alpha, B)
+        assert np.allclose(alpha_norm_gradient(x, alpha, B), want, rtol=1e-6, atol=1e-12), (shape, alpha)
 
 
 def test_prior_values_match_their_definitions():
@@ -98,6 +125,21 @@ def test_decay_shrinks_and_blur_keeps_the_mean():
     assert blurred.std() < x.std()
     assert np.array_equal(Blur(1.0, every=2).after(x, None, 0), x), "blurs only every second step"
     assert np.array_equal(gaussian_blur(x, 0), x)
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 3, 9, 11), 0.5), ((2, 3, 9, 11), 1.3), ((1, 2, 3, 2), 2.0),
+                                          ((1, 1, 5, 1), 0.8), ((1, 1, 1, 1), 1.0), ((2, 4, 6), 0.7)])
+def test_gaussian_blur_matches_scipy(shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    x = np.random.default_rng(len(shape) + shape[-1]).standard_normal(shape)
+    want = gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect")
+    assert np.allclose(gaussian_blur(x, sigma), want, rtol=1e-12, atol=1e-12)
+    x32 = x.astype(np.float32)
+    assert gaussian_blur(x32, sigma).dtype == np.float32
+    assert np.allclose(gaussian_blur(x32, sigma), want, atol=1e-6)
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        gaussian_blur(x, -sigma)
 
 
 def test_jitter_is_undone_exactly():
@@ -214,13 +256,59 @@ def test_receptive_field_matches_the_architecture(net):
 
 def test_top_activations_and_patches(net):
     raw = np.random.default_rng(6).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
-    peaks = top_activations(net, raw, ["conv2"], batch_size=3, progress=False)["conv2"]
+    peaks = top_activations(net, raw, ["conv2"], k=4, batch_size=3, progress=False)["conv2"]
     acts = layer_activations(net, PRE(raw))["conv2"]
-    assert np.allclose(peaks.values, acts.max(axis=(2, 3)))
-    assert np.allclose(acts[np.arange(7)[:, None], np.arange(6), peaks.rows, peaks.cols], peaks.values)
-    assert list(peaks.top(1, 3)) == list(np.argsort(-acts[:, 1].max(axis=(1, 2)))[:3])
+    assert np.allclose(peaks.peaks, acts.max(axis=(2, 3)))
+    assert peaks.values.shape == peaks.images.shape == (6, 4)
+    assert np.allclose(acts[peaks.images, np.arange(6)[:, None], peaks.rows, peaks.cols], peaks.values)
+    for c in range(6):
+        assert list(peaks.top(c, 4)) == list(np.argsort(-acts[:, c].max(axis=(1, 2)), kind="stable")[:4])
     crops = top_patches(raw, peaks, receptive_field(net, "conv2"), 1, 3)
     assert len(crops) == 3 and all(c.ndim == 3 and 0 < c.shape[0] <= 7 for c in crops)
+    with pytest.raises(ValueError):
+        peaks.top(1, 5)
+
+
+def _top_k_reference(a, k):
+    """top_k_activations by loops: every image's first maximum in row-major order, then the images
+    sorted by (-peak, image index)."""
+    n, c, h, w = a.shape
+    out = np.zeros((4, c, k))
+    for ch in range(c):
+        found = []
+        for i in range(n):
+            best = (a[i, ch, 0, 0], 0, 0)
+            for r in range(h):
+                for col in range(w):
+                    if a[i, ch, r, col] > best[0]:
+                        best = (a[i, ch, r, col], r, col)
+            found.append((-best[0], i, best[1], best[2]))
+        for j, (v, i, r, col) in enumerate(sorted(found)[:k]):
+            out[:, ch, j] = (-v, i, r, col)
+    return out
+
+
+@pytest.mark.parametrize("shape, k, ties", [((5, 3, 4, 3), 3, False), ((6, 4, 3, 3), 4, True), ((4, 2, 2, 5), 4, True),
+                                            ((1, 3, 1, 1), 1, False), ((3, 2, 1, 6), 2, True)])
+def test_top_k_activations_matches_a_loop(shape, k, ties):
+    from dlmie.vis.activations import top_k_activations
+
+    a = np.random.default_rng(sum(shape)).standard_normal(shape)
+    if ties:  # ReLU zeros and small integers: equal peaks across images and equal values within a map
+        a = np.maximum(0, np.round(2 * a))
+    got = top_k_activations(a, k)
+    assert np.array_equal(np.stack(got), _top_k_reference(a, k))
+    assert all(g.shape == (shape[1], k) for g in got)
+
+
+def test_top_k_activations_rejects_a_k_out_of_range():
+    from dlmie.vis.activations import top_k_activations
+
+    a = np.zeros((3, 2, 2, 2))
+    with pytest.raises(ValueError, match="k = 5 is more than the 3 images"):
+        top_k_activations(a, 5)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        top_k_activations(a, 0)
 
 
 def test_ascent_warns_when_the_gradient_stays_zero(net):

@@ -123,7 +123,7 @@ FILES = {
     "README.md": "# the solution's README\n",
     "get_data.sh": "#!/bin/sh\necho data\n",
 }
-COPIED = ["dlmie/assignment.py", "dlmie/grading.py", "dlmie/grade.py", "dlmie/data/__init__.py"]
+COPIED = ["dlmie/assignment.py", "dlmie/grading.py", "dlmie/grade.py", "dlmie/questions.py", "dlmie/data/__init__.py"]
 
 
 def make_tree(root: Path) -> Path:

@@ -37,6 +37,8 @@ sys.path.insert(0, str(REPO))  # this repository's dlmie, whatever is installed
 
 from dlmie.assignment import MANIFEST, stub_message  # noqa: E402
 from dlmie.grading import HANDOUT_TOP, atomic_output, graded_tests, part_order  # noqa: E402
+from dlmie.questions import PLACEHOLDER, questions_in  # noqa: E402
+from dlmie.teacher import rubric  # noqa: E402
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -248,10 +250,12 @@ def find_regions(root: Path, files: list[str]) -> list[Region]:
 
 
 def manifest(regions: list[Region], root: Path) -> dict:
-    """The handout's assignment.json (see dlmie.assignment.read_manifest), checked against the tests.
+    """The handout's assignment.json (see dlmie.assignment.read_manifest), checked against the tests
+    and the rubric.
 
     Raises:
-    - ValueError when a region has no graded test or a graded part has no region
+    - ValueError when a region has no graded test or a graded part has no region, or when the
+      notebooks' inline questions and the rubric (dlmie/teacher/rubric/) do not match
     """
     tests = graded_tests(root)
     points: dict[str, int] = {}
@@ -266,7 +270,41 @@ def manifest(regions: list[Region], root: Path) -> dict:
         raise ValueError("parts and graded tests:\n  " + "\n  ".join(problems))
     parts = [{"name": p, "file": by_part[p].file, "function": by_part[p].where, "notebook": notebook[p], "points": points[p]}
              for p in part_order(tests)]
-    return {"parts": parts, "files": sorted({p["file"] for p in parts}), "total": sum(points.values())}
+    questions = inline_questions(root)
+    return {"parts": parts, "files": sorted({p["file"] for p in parts}), "total": sum(points.values()),
+            "questions": questions, "manual_total": sum(q["points"] for q in questions)}
+
+
+def inline_questions(root: Path) -> list[dict]:
+    """The manifest's "questions": id, notebook and points of each inline question, in notebook order.
+
+    Raises:
+    - ValueError when a question has no answer cell or no rubric entry (or the entry names another
+      notebook), a rubric entry has no question, or an answer cell holds more than the placeholder
+      (a model answer would ship)
+    """
+    asked = questions_in(root)
+    items = {item.id: item for item in rubric.load(Path(root) / "dlmie" / "teacher" / "rubric")}
+    problems = []
+    for path in sorted((Path(root) / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        tags = [c.metadata.get("dlmie", {}) for c in nb.cells]
+        answers = {t["answer"] for t in tags if "answer" in t}
+        for cell, tag in zip(nb.cells, tags):
+            if "answer" in tag and cell.source.strip() != PLACEHOLDER:
+                problems.append(f"{path.name}: the answer cell of {tag['answer']} holds more than {PLACEHOLDER!r}")
+        problems += [f"{path.name}: question {t['question']} has no answer cell" for t in tags
+                     if "question" in t and t["question"] not in answers]
+    for q in asked:
+        if q.id not in items:
+            problems.append(f"notebooks/{q.notebook}.ipynb: question {q.id} has no rubric entry")
+        elif items[q.id].notebook != q.notebook:
+            problems.append(f"question {q.id} is in {q.notebook} but its rubric entry in {items[q.id].notebook}.toml")
+    problems += [f"rubric {i.notebook}.toml: {i.id} is asked in no notebook" for i in items.values()
+                 if i.id not in {q.id for q in asked}]
+    if problems:
+        raise ValueError("inline questions:\n  " + "\n  ".join(problems))
+    return [{"id": q.id, "notebook": q.notebook, "points": items[q.id].points} for q in asked]
 
 
 def student_readme(assignment: dict, regions: list[Region]) -> str:
@@ -279,7 +317,11 @@ def student_readme(assignment: dict, regions: list[Region]) -> str:
             rows.append(f"\n**{f'notebooks/{current}.ipynb' if current else 'Other parts'}**\n")
         rows.append(f"- `{p['name']}` in `{p['file']}` ({p['points']} points): {summary[p['name']]}")
     template = string.Template(README_TEMPLATE.read_text(encoding="utf-8"))
-    return template.substitute(parts="\n".join(rows).strip(), total=assignment["total"], count=len(assignment["parts"]))
+    questions = assignment["questions"]
+    listed = "\n".join(f"- `{q['id']}` in `notebooks/{q['notebook']}.ipynb` ({q['points']} points)" for q in questions)
+    return template.substitute(parts="\n".join(rows).strip(), total=assignment["total"], count=len(assignment["parts"]),
+                               questions=listed or "(none)", question_count=len(questions),
+                               manual_total=assignment["manual_total"])
 
 
 def clear_notebook(data: bytes) -> bytes:

@@ -14,20 +14,25 @@ from dlmie.images import resize_bilinear
 
 
 def attention_maps(alpha: np.ndarray, grid: tuple, size: tuple) -> np.ndarray:
-    """Attention weights as maps the size of the image.
+    """Attention weights as maps the size of the image (Xu et al. 2015, section 5.4: the weights
+    upsampled onto the picture).
+
+    Word k's map M_k is its weights laid on the H' x W' grid, region l at row l // W' and column
+    l % W', then upsampled bilinearly to H x W with pixel centres aligned, so that each region's
+    weight lands at the centre of its patch of the image and every pixel is a convex combination
+    of at most four neighbouring weights.
 
     Inputs:
-    - alpha: (K, L) weights of K words over L = grid[0] * grid[1] regions
+    - alpha: (K, L) weights of K words over L = H' * W' regions
     - grid: (H', W') of the encoder grid
     - size: (H, W) of the image
     Returns:
     - (K, H, W) float32 maps, non-negative like the weights; row i, column j is pixel (i, j) of the image
+    Raises:
+    - ValueError "attention of shape (K, L) does not fit a H' x W' grid" (naming both shapes) when
+      alpha is not two-dimensional with H' * W' columns
     """
     alpha = np.asarray(alpha, np.float32)
-    # Raise a ValueError naming both shapes when alpha is not (K, H' * W'). Region l is row
-    # l // W', column l % W' of the grid (NumPy's row-major reshape order). resize_bilinear(maps
-    # (..., h, w), size) upsamples over the last two axes with pixel centres aligned: each
-    # region's weight lands at the centre of its patch of the image.
     ### BEGIN SOLUTION
     if alpha.ndim != 2 or alpha.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"attention of shape {alpha.shape} does not fit a {grid[0]} x {grid[1]} grid")

@@ -88,20 +88,36 @@ def teacher_forced_attention(spec, params: dict, data: CompositeSet, vocab: Voca
 
 
 def side_shares(alpha: np.ndarray, grid: tuple, sides: np.ndarray) -> np.ndarray:
-    """The share of each word's attention on a given half of the composite.
+    """The share of each word's attention on a given half of the composite: the measurement
+    s_t = Σ_{i ∈ half} α_ti / Σ_i α_ti of the notebook, at each of the caption's first W steps.
+
+    Region l of the h x w grid is row l // w, column l % w (the order of `Network.features`);
+    columns 0 .. w/2 - 1 are the left half, the others the right. The share is taken of the
+    step's total weight, so weights that do not sum to 1 over the regions are measured alike.
 
     Inputs:
-    - alpha: (N, T, h * w) attention weights over an h x w grid (summing to 1 over regions), T >= W
-    - grid: (h, w) with w even; columns < w / 2 are the left half
+    - alpha: (N, T, h * w) non-negative attention weights over an h x w grid, T >= W (steps
+      after the first W, such as the <END> step, are not measured)
+    - grid: (h, w), w even
     - sides: (N, W) int, the half to measure at each of the first W steps (0 left, 1 right)
     Returns:
-    - (N, W) float in [0, 1]: the attention mass on that half at each step
+    - (N, W) float64 in [0, 1]: the share of attention on that half at each step
+    Raises:
+    - ValueError "has no halves" when w is odd
+    - ValueError "does not fit" when alpha is not (N, T >= W, h * w)
     """
     h, w = grid
-    steps = sides.shape[1]
-    maps = np.asarray(alpha, np.float64)[:, :steps].reshape(len(alpha), steps, h, w)
+    ### BEGIN SOLUTION
+    if w % 2:
+        raise ValueError(f"a {h} x {w} grid has no halves: its width must be even")
+    n, steps = sides.shape
+    if alpha.ndim != 3 or alpha.shape[0] != n or alpha.shape[1] < steps or alpha.shape[2] != h * w:
+        raise ValueError(f"attention of shape {alpha.shape} does not fit {n} captions of {steps} words "
+                         f"on a {h} x {w} grid")
+    maps = np.asarray(alpha, np.float64)[:, :steps].reshape(n, steps, h, w)
     on_left = maps[..., : w // 2].sum(axis=(2, 3)) / maps.sum(axis=(2, 3))
-    return np.where(sides == 0, on_left, 1 - on_left)
+    return np.where(sides == 0, on_left, 1.0 - on_left)
+    ### END SOLUTION
 
 
 def mean_and_error(values: np.ndarray) -> tuple[float, float]:

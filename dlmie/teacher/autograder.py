@@ -208,9 +208,14 @@ def results_json(grade: SubmissionGrade, grader: Grader, config: dict, seconds: 
         tests.append({"name": score.name, "number": str(number), "score": score.earned, "max_score": score.possible,
                       "status": "passed" if score.earned == score.possible else "failed",
                       "output": "\n".join(lines), "visibility": config["visibility"]})
-    # Inline questions (written answers in the notebooks) would each become a test here with
-    # "score": 0 and their points as "max_score", for a teacher to grade by hand; the assignment has
-    # none yet, and dlmie.parts has no table of them to read.
+    # Inline questions are graded by hand: each is listed with the student's answer and no points
+    # here; the teacher adds a manually graded question for each on Gradescope (docs/teaching.md).
+    for number, question in enumerate(grader.handout.questions, len(tests) + 1):
+        answer = grade.answers.get(question["id"], "")
+        tests.append({"name": f"{question['id']} (inline question, graded by hand: {question['points']} points)",
+                      "number": str(number), "score": 0, "max_score": 0,
+                      "output": f"Your answer:\n\n{answer}" if answer else "Not answered.",
+                      "visibility": config["visibility"]})
     earned = sum(s.earned for s in grade.scores)
     problems = [f"- {i.code}: {i.detail}" for i in grade.issues]
     output = "\n".join([f"Graded on hidden cases: {earned}/{grader.possible} points.",
@@ -287,7 +292,7 @@ def check(root: Path) -> dict:
             (tree / "submission" / rel).write_bytes((source / rel).read_bytes())
         results = run_autograder(tree)
     if results["score"] != manifest["total"]:
-        failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["status"] == "failed"]
+        failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t.get("status") == "failed"]
         raise RuntimeError(f"the solution scores {results['score']}/{manifest['total']} in the autograder:\n"
                            + "\n".join(failed or [results["output"]]))
     return results

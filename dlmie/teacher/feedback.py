@@ -49,6 +49,11 @@ def markdown(grade: SubmissionGrade, possible: int) -> str:
         lines += ["About the submission as a whole:", ""]
         lines += [f"- `{i.code}`: {scrub(i.detail) if i.code == 'import_error' else i.detail}" for i in grade.issues]
         lines.append("")
+    if grade.answers:
+        answered = [q for q, a in grade.answers.items() if a]
+        lines += [f"Inline questions: {len(answered)} of {len(grade.answers)} answered; your teacher grades the "
+                  "answers by hand." + (" Not answered: " + ", ".join(q for q, a in grade.answers.items() if not a) + "."
+                                         if len(answered) < len(grade.answers) else ""), ""]
     if not grade.results:
         return "\n".join(lines + ["No part was graded.", ""])
     full = [s for s in grade.scores if s.earned == s.possible]

@@ -33,7 +33,9 @@ import pytensor
 from dlmie.assignment import read_manifest
 from dlmie.grading import HANDOUT_TOP, NOTEBOOKS, PartScore, atomic_output, format_scores
 from dlmie.parts import ERROR, PARTS, Case
-from dlmie.teacher import feedback, hidden, sandbox
+from dlmie.questions import questions_in
+from dlmie.teacher import feedback, hidden, rubric, sandbox
+from dlmie.teacher.answers import answer_sheet, submission_answers
 from dlmie.teacher.sandbox import BWRAP_NOBODY, NOBODY, Isolation, Limits, Mounts
 
 OUTPUT_TAIL = 8192  # bytes of a worker's output kept for the log
@@ -178,6 +180,7 @@ class Handout:
                              f"differ from this repository's dlmie.parts): build the handout again with `make student`")
         self.notebooks = {p.relative_to(self.root).as_posix() for p in (self.root / NOTEBOOKS).glob("*.ipynb")}
         self.expected = set(self.manifest["files"]) | self.notebooks
+        self.questions = self.manifest.get("questions", [])
         self.modules = [f.removesuffix(".py").replace("/", ".") for f in self.manifest["files"]]
 
 
@@ -226,6 +229,7 @@ class SubmissionGrade:
     output_tail: str = ""
     results: list[CaseResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
 
     @property
     def case_notes(self) -> list[str]:
@@ -452,8 +456,9 @@ class Grader:
         student = path.name.removesuffix(".zip")
         files, issues = read_submission(path, self.handout.expected)
         level = self.isolation.level
+        answers = submission_answers(files, self.handout.questions)
         if any(i.code == "not_a_zip" for i in issues):
-            return SubmissionGrade(student, self._scores({}), issues, level)
+            return SubmissionGrade(student, self._scores({}), issues, level, answers=answers)
         missing = [f for f in self.handout.manifest["files"] if f not in files]
         if missing:
             issues.append(Issue("missing_files", f"not in the zip, graded as unfinished: {', '.join(missing)}"))
@@ -497,7 +502,7 @@ class Grader:
         results = [CaseResult(c.part, c.case, verdicts[c.id]) for c in self.cases]
         timings = {"prepare": prepared, "startup": worker.startup, "cases": worker.elapsed - worker.startup}
         return SubmissionGrade(student, self._scores(verdicts), issues, level,
-                               tail.decode("utf-8", "replace"), results, timings)
+                               tail.decode("utf-8", "replace"), results, timings, answers)
 
     def _issues(self, worker: _Worker, verdicts: dict) -> list[Issue]:
         issues = []
@@ -548,13 +553,15 @@ def grade_submissions(folder: Path, handout_zip: Path, out: Path, settings: Sett
     whatever goes wrong with one becomes its row's status and reason. As each finishes, the
     gradebook is rewritten (atomically) with the rows finished so far, in file name order; <out
     stem>_logs/ gets its log (and run.log: the seed, the isolation), <out stem>_feedback/ the
-    Markdown feedback to hand back to the student.
+    Markdown feedback to hand back to the student. At the end, <out stem>_answers/ gets one sheet
+    per inline question (its rubric and every student's answer) for grading by hand.
 
     Inputs:
     - folder: holds one file per student, normally <student>.zip (hidden files are skipped)
     - handout_zip: the handout the submissions are graded against
     - out: the CSV: student, score, possible, one column per part, status, reason, isolation, id,
-      percent (see GRADEBOOK_END)
+      percent (see GRADEBOOK_END), one column per inline question (0 when unanswered, else empty for
+      the teacher; a run with --only keeps what the teacher entered)
     - settings: see Settings
     - progress: called with one line per graded submission (and a few about the run)
     - id_pattern: regular expression that finds the LMS's student id in the file name without .zip
@@ -580,7 +587,8 @@ def grade_submissions(folder: Path, handout_zip: Path, out: Path, settings: Sett
     finished: dict[int, SubmissionGrade] = {}
     with tempfile.TemporaryDirectory(prefix="dlmie-grading-") as tmp:
         grader = Grader(handout_zip, Path(tmp), settings, progress)
-        header = gradebook_header(grader.parts)
+        questions = grader.handout.questions
+        header = gradebook_header(grader.parts, questions)
         if only and earlier[0] != header:
             raise ValueError(f"{out} has other columns than this version's gradebook: grade the whole class again")
         run_log = {"seed": grader.seed, "isolation": grader.isolation.level, "why": grader.isolation.why,
@@ -598,14 +606,34 @@ def grade_submissions(folder: Path, handout_zip: Path, out: Path, settings: Sett
                 _write_text(logs / (_file_name(grade.student) + ".log"), _log(grade))
                 _write_text(out.with_name(out.stem + "_feedback") / (_file_name(grade.student) + ".md"),
                             feedback.markdown(grade, grader.possible))
-                rows = [_row(finished[k], ids[k], grader.parts, grader.possible) for k in sorted(finished)]
+                rows = [_row(finished[k], ids[k], grader.parts, grader.possible, questions) for k in sorted(finished)]
                 if only:
-                    rows = _place(earlier[1:], rows[0], [p.name.removesuffix(".zip") for p in everyone])
+                    rows = _place(earlier[1:], rows[0], [p.name.removesuffix(".zip") for p in everyone],
+                                  len(header) - len(questions))
                 _write_gradebook(out, [header, *rows])
                 total = sum(s.earned for s in grade.scores)
                 shown.row(f"{grade.student}: {total}/{grader.possible} {grade.status} ({grade.timings['total']:.1f} s)")
         shown.close()
+        if questions:
+            _write_answer_sheets(out.with_name(out.stem + "_answers"), grader.handout, everyone)
     return [finished[k] for k in sorted(finished)]
+
+
+def _write_answer_sheets(folder: Path, handout: Handout, submissions: list[Path]) -> None:
+    """<folder>/<question id>.md for every inline question: its rubric and every student's answer,
+    read again from all the submissions in the folder (so that a run with --only keeps the class)."""
+    items = {item.id: item for item in rubric.load()}
+    asked = {q.id: q.question for q in questions_in(handout.root)}
+    answers = {}
+    for path in submissions:
+        files, _ = read_submission(path, handout.expected)
+        answers[path.name.removesuffix(".zip")] = submission_answers(files, handout.questions)
+    for q in handout.questions:
+        if q["id"] not in items:
+            raise ValueError(f"inline question {q['id']} of the handout has no entry in the rubric "
+                             f"(dlmie/teacher/rubric/): build the handout again with `make student`")
+        sheet = answer_sheet(items[q["id"]], asked.get(q["id"], ""), {s: a[q["id"]] for s, a in answers.items()})
+        _write_text(folder / f"{q['id']}.md", sheet)
 
 
 def _grade_one(grader: Grader, path: Path, work: Path) -> SubmissionGrade:
@@ -708,21 +736,31 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # The columns after the parts'. id and percent serve a grade import: Canvas and Moodle match rows
-# by a student identifier column and read a grade column, both chosen when importing.
+# by a student identifier column and read a grade column, both chosen when importing. Then one
+# column per inline question (manual_column), for the teacher to fill in by hand.
 GRADEBOOK_END = ["status", "reason", "isolation", "id", "percent"]
 
 
-def gradebook_header(parts: list[str]) -> list[str]:
-    """The gradebook's columns: student, score, possible, one per part, then GRADEBOOK_END."""
-    return ["student", "score", "possible", *parts, *GRADEBOOK_END]
+def manual_column(question: dict) -> str:
+    """The gradebook column of an inline question, e.g. "q01_guided (by hand, /3)"."""
+    return f"{question['id']} (by hand, /{question['points']})"
 
 
-def _row(grade: SubmissionGrade, sid: str, parts: list[str], possible: int) -> list[str]:
-    """A gradebook row (as the CSV holds it: text) of a graded submission whose LMS id is `sid`."""
+def gradebook_header(parts: list[str], questions: list[dict] = ()) -> list[str]:
+    """The gradebook's columns: student, score, possible, one per part, GRADEBOOK_END, then one per
+    inline question. score, possible and percent count the automatically graded points only."""
+    return ["student", "score", "possible", *parts, *GRADEBOOK_END, *map(manual_column, questions)]
+
+
+def _row(grade: SubmissionGrade, sid: str, parts: list[str], possible: int, questions: list[dict] = ()) -> list[str]:
+    """A gradebook row (as the CSV holds it: text) of a graded submission whose LMS id is `sid`. An
+    inline question's cell is 0 when it was not answered and empty (for the teacher) when it was,
+    or when the answers could not be read."""
     earned = {s.name: s.earned for s in grade.scores}
     total = sum(earned.values())
     cells = [grade.student, total, possible, *(earned.get(p, 0) for p in parts), grade.status, grade.reason,
-             grade.isolation, sid, f"{100 * total / possible:.2f}" if possible else "0.00"]
+             grade.isolation, sid, f"{100 * total / possible:.2f}" if possible else "0.00",
+             *("0" if grade.answers.get(q["id"]) == "" else "" for q in questions)]
     return [str(c) for c in cells]
 
 
@@ -739,13 +777,15 @@ def _read_rows(out: Path) -> list[list[str]]:
     return rows
 
 
-def _place(rows: list[list[str]], row: list[str], order: list[str]) -> list[list[str]]:
+def _place(rows: list[list[str]], row: list[str], order: list[str], manual_from: int) -> list[list[str]]:
     """`rows` with `row` in place of the row of its student, or inserted where its file sorts among
-    `order` (the students in file name order) when it had none."""
+    `order` (the students in file name order) when it had none. In a replaced row, the cells from
+    index `manual_from` on (the inline questions) keep what the old row held, when not empty."""
     rows = list(rows)
     for k, old in enumerate(rows):
         if old[0] == row[0]:
-            rows[k] = row
+            # Points the teacher entered by hand for the inline questions stay.
+            rows[k] = row[:manual_from] + [o if o.strip() else n for o, n in zip(old[manual_from:], row[manual_from:])]
             return rows
     rank = {name: k for k, name in enumerate(order)}
     at = next((k for k, old in enumerate(rows) if rank.get(old[0], len(order)) > rank[row[0]]), len(rows))

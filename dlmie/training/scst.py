@@ -83,22 +83,91 @@ class SCSTConfig:
             raise ValueError("the entropy and KL weights must not be negative")
 
 
-def mean_of_others(rewards: np.ndarray) -> np.ndarray:
-    """Luo's baseline: for every sample, the mean reward of the other samples of its image.
+def self_critical_advantages(rewards: np.ndarray, baseline: str, greedy_rewards: np.ndarray | None = None) -> np.ndarray:
+    """The advantages A = r - b that weight each sampled caption's log-probability in the policy
+    gradient (Rennie et al. 2017, section 5, the greedy baseline; Luo 2020, *A Better Variant of
+    Self-Critical Sequence Training*, the mean of the others).
+
+    For image i and its sample k, with reward r_ik:
+    - "mean" (Luo 2020): b_ik = (1 / (K - 1)) Σ_{j ≠ k} r_ij, the mean reward of the image's
+      other K - 1 samples;
+    - "greedy" (Rennie et al. 2017): b_ik = g_i, the reward of image i's greedy caption.
+    Rewards that are all equal within an image must give advantages of exactly 0 with the mean
+    baseline (not 1e-16: Adam divides by the gradient's scale, so rounding noise would be a step).
 
     Inputs:
-    - rewards: (B, K) rewards of K samples for each of B images, K >= 2
+    - rewards: (B, K) float rewards of K samples for each of B images
+    - baseline: "mean" or "greedy"
+    - greedy_rewards: (B,) float rewards of the greedy captions; needed for "greedy", ignored for "mean"
     Returns:
-    - (B, K) baselines, b[i, k] = (sum_j r[i, j] - r[i, k]) / (K - 1)
+    - advantages: (B, K) float64
+    Raises:
+    - ValueError "the mean baseline needs at least 2 samples per image" when K < 2 with "mean";
+    - ValueError "the greedy baseline needs greedy_rewards, one per image" when they are missing or
+      not (B,) with "greedy";
+    - ValueError "unknown baseline" for any other baseline.
     """
-    k = rewards.shape[1]
-    if k < 2:
-        raise ValueError("the mean-of-others baseline needs at least 2 samples per image")
-    # relative to each image's first reward, so that equal rewards give exactly equal baselines
-    # (and exactly zero advantages, where rounding the plain sum would leave ~1e-16 for Adam to amplify)
-    first = rewards[:, :1]
-    shifted = rewards - first
-    return first + (shifted.sum(axis=1, keepdims=True) - shifted) / (k - 1)
+    rewards = np.asarray(rewards, np.float64)
+    ### BEGIN SOLUTION
+    b, k = rewards.shape
+    if baseline == "mean":
+        if k < 2:
+            raise ValueError(f"the mean baseline needs at least 2 samples per image, got K = {k}")
+        # relative to each image's first reward: equal rewards give exactly zero
+        shifted = rewards - rewards[:, :1]
+        # r_k - (S - r_k) / (K - 1) = K / (K - 1) (r_k - S / K)
+        return k / (k - 1) * (shifted - shifted.mean(axis=1, keepdims=True))
+    if baseline == "greedy":
+        if greedy_rewards is None or np.shape(greedy_rewards) != (b,):
+            got = None if greedy_rewards is None else np.shape(greedy_rewards)
+            raise ValueError(f"the greedy baseline needs greedy_rewards, one per image: ({b},), got {got}")
+        return rewards - np.asarray(greedy_rewards, np.float64)[:, None]
+    raise ValueError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES)}")
+    ### END SOLUTION
+
+
+def policy_gradient_loss(scores: np.ndarray, words: np.ndarray, mask: np.ndarray,
+                         advantages: np.ndarray) -> tuple[float, np.ndarray]:
+    """The self-critical loss of N sampled captions and its gradient with respect to the scores,
+    in NumPy: the REINFORCE estimate with a baseline (Williams 1992; Rennie et al. 2017, section 4)
+    written as a teacher-forced cross-entropy weighted per caption by its advantage.
+
+        loss = -(1/N) Σ_n A_n Σ_t m_nt log p_nt[w_nt],   p_nt = softmax(s_nt) over the V words
+
+    s_nt is the (V,) score vector at step t of caption n, w_nt the word sampled there and m_nt its
+    mask (1 for a word of the caption or its <END>, 0 at padding). A caption whose mask is all 0,
+    or whose advantage is 0, adds nothing to the loss and nothing to the gradient. The loss must
+    be computed stably for scores of any size (no overflow for scores of 1000).
+
+    Inputs:
+    - scores: (N, T, V) float64 scores s
+    - words: (N, T) int sampled words w, in [0, V)
+    - mask: (N, T) float 0/1 mask m
+    - advantages: (N,) float advantages A (constants: no gradient flows into them)
+    Returns:
+    - loss: float
+    - dscores: (N, T, V) float64, the gradient of the loss with respect to the scores
+    Raises:
+    - ValueError "do not fit" when words or mask is not (N, T) or advantages not (N,)
+    """
+    scores = np.asarray(scores, np.float64)
+    ### BEGIN SOLUTION
+    n, t, v = scores.shape
+    if np.shape(words) != (n, t) or np.shape(mask) != (n, t) or np.shape(advantages) != (n,):
+        raise ValueError(f"words {np.shape(words)}, mask {np.shape(mask)} and advantages {np.shape(advantages)} "
+                         f"do not fit scores {scores.shape}: need (N, T), (N, T) and (N,)")
+    shifted = scores - scores.max(axis=2, keepdims=True)  # the softmax does not change; exp cannot overflow
+    log_normalizer = np.log(np.exp(shifted).sum(axis=2, keepdims=True))  # (N, T, 1)
+    log_probs = shifted - log_normalizer
+    picked = np.take_along_axis(log_probs, np.asarray(words)[..., None], axis=2)[..., 0]  # (N, T)
+    weights = np.asarray(advantages, np.float64)[:, None] * np.asarray(mask, np.float64)  # (N, T)
+    loss = -(weights * picked).sum() / n
+    # d(-log p[w]) / ds = p - onehot(w), scaled by each step's weight A_n m_nt / N
+    dscores = np.exp(log_probs)
+    dscores[np.arange(n)[:, None], np.arange(t)[None, :], words] -= 1.0
+    dscores *= weights[..., None] / n
+    return float(loss), dscores
+    ### END SOLUTION
 
 
 def caption_rows(words: list, max_length: int) -> np.ndarray:
@@ -167,15 +236,15 @@ class SelfCriticalTask:
         if scst.kl:
             shaped = shaped - scst.kl * (drawn.log_prob - self.reference.score(repeated, with_end(drawn.words,
                                                                                                    self.config.max_length)))
-        if scst.baseline == "mean":
-            baseline = mean_of_others(shaped.reshape(b, k)).ravel()
-        else:
+        greedy_rewards = None
+        if scst.baseline == "greedy":
             greedy = self.decoder.greedy(features, self.config.max_length)
-            baseline = np.repeat(self.reward(self.tokens(greedy.words), images), k)
+            greedy_rewards = self.reward(self.tokens(greedy.words), images)
+        advantages = self_critical_advantages(shaped.reshape(b, k), scst.baseline, greedy_rewards).ravel()
         rows = caption_rows(drawn.words, self.config.max_length)
         total = b * k + (b if scst.xe_weight else 0)
         # the step divides by the number of rows: weights scale each part to its mean
-        weights = (1 - scst.xe_weight) * (shaped - baseline) * total / (b * k)
+        weights = (1 - scst.xe_weight) * advantages * total / (b * k)
         if scst.xe_weight:
             references = np.array([rng.choice(self.captions_of[m]) for m in images])
             rows = np.concatenate([rows, self.train.captions[references]])

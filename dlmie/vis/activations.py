@@ -7,7 +7,7 @@ so a channel's map of one image does not depend on the other images in the batch
 
     acts = layer_activations(net, x)                      # {layer: (N, C, H', W') or (N, D)}
     maps = resize_bilinear(acts["conv3"][0, 7], 64)       # one channel over a 64 x 64 image
-    best = top_activations(net, images, ["conv4"])        # per layer: the peak of every channel
+    best = top_activations(net, images, ["conv4"], k=8)   # per layer: every channel's peaks, its top 8
 """
 
 from __future__ import annotations
@@ -44,47 +44,104 @@ def layer_activations(net, x: np.ndarray) -> dict:
     return dict(zip(net.activations, outputs))
 
 
-class ChannelPeaks(NamedTuple):
-    """The peak of every channel of one layer on every image.
+def top_k_activations(a: np.ndarray, k: int) -> tuple:
+    """The k strongest responses of every channel over a set of images, at most one per image: the
+    "top images" of a channel in the deep-visualization toolbox (Yosinski et al. 2015, section 4),
+    each with the grid unit where the channel peaks on it.
 
-    - values: (N, C) float32, max over the grid of channel c on image n
-    - rows, cols: (N, C) int, the grid position of that maximum
+    The peak of channel c on image n is P[n, c] = max_{i,j} a[n, c, i, j], at the position (i, j)
+    that comes first in row-major order among those holding the maximum. The top k of channel c
+    are the k images of largest P[n, c], in decreasing order of P; equal peaks come in increasing
+    order of n.
+    Inputs:
+    - a: (N, C, H', W') activations of a spatial layer
+    - k: how many images per channel, 1 <= k <= N
+    Returns a tuple of four (C, k) arrays:
+    - values: P[images[c, j], c], of a's dtype, non-increasing along each row
+    - images: int, the image indices n, distinct within a row
+    - rows, cols: int, the grid position (i, j) of each image's peak
+    Raises:
+    - ValueError("k = 7 is more than the 5 images") when k > N
+    - ValueError("k must be at least 1, got 0") when k < 1
+    """
+    ### BEGIN SOLUTION
+    n, c, h, w = a.shape
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if k > n:
+        raise ValueError(f"k = {k} is more than the {n} images")
+    flat = a.reshape(n, c, h * w)
+    where = flat.argmax(axis=2)  # (N, C): the first maximum in row-major order
+    peaks = np.take_along_axis(flat, where[:, :, None], axis=2)[:, :, 0].T  # (C, N)
+    images = np.argsort(-peaks, axis=1, kind="stable")[:, :k]  # ties keep the lower image first
+    values = np.take_along_axis(peaks, images, axis=1)
+    rows, cols = np.divmod(np.take_along_axis(where.T, images, axis=1), w)
+    return values, images, rows, cols
+    ### END SOLUTION
+
+
+class ChannelPeaks(NamedTuple):
+    """The peaks of every channel of one layer over a set of images.
+
+    - peaks: (N, C) float32, the peak of channel c on image n (max over the grid), for every image
+    - values: (C, k) float32, the k highest peaks of each channel, highest first
+    - images: (C, k) int, the images they are on (ties: the lower index first)
+    - rows, cols: (C, k) int, the grid position of each of those peaks
     - grid: (H', W'), the layer's grid size
     """
 
+    peaks: np.ndarray
     values: np.ndarray
+    images: np.ndarray
     rows: np.ndarray
     cols: np.ndarray
     grid: tuple
 
     def top(self, channel: int, k: int) -> np.ndarray:
         """(k,) indices of the images on which `channel` peaks highest, highest first."""
-        return np.argsort(-self.values[:, channel], kind="stable")[:k]
+        if k > self.images.shape[1]:
+            raise ValueError(f"{k} top images asked for; these peaks keep {self.images.shape[1]} (top_activations' k)")
+        return self.images[channel, :k]
 
 
-def top_activations(net, images: np.ndarray, layers, batch_size: int = 100, progress: bool = True) -> dict:
-    """Peaks of every channel of some spatial layers over a set of images, in one pass.
+def top_activations(net, images: np.ndarray, layers, k: int = 16, batch_size: int = 100,
+                    progress: bool = True) -> dict:
+    """Peaks of every channel of some spatial layers over a set of images, in one pass, and each
+    channel's k strongest images (`top_k_activations`, over every batch).
 
     Inputs:
     - net: a `Network`
     - images: (N, S, S, 3) uint8 RGB at the network's input size
     - layers: names of spatial layers
+    - k: the top images kept per channel (at most N)
     - batch_size: images per forward pass
     - progress: a progress bar
     Returns:
     - dict layer -> `ChannelPeaks`
     """
-    peaks = {layer: [] for layer in layers}
+    k = min(k, len(images))
+    peaks, best, grids = {layer: [] for layer in layers}, {layer: [] for layer in layers}, {}
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc="activations", unit="batch", leave=False, disable=not progress):
         acts = layer_activations(net, net.preprocessing(images[start : start + batch_size]))
         for layer in layers:
             a = acts[layer]
-            flat = a.reshape(*a.shape[:2], -1)
-            where = flat.argmax(axis=2)
-            peaks[layer].append((flat.max(axis=2), *np.unravel_index(where, a.shape[2:]), a.shape[2:]))
-    return {layer: ChannelPeaks(*(np.concatenate([p[i] for p in parts]) for i in range(3)), tuple(parts[0][3]))
-            for layer, parts in peaks.items()}
+            if a.ndim != 4:
+                raise ValueError(f"{layer} is not a spatial layer")
+            grids[layer] = a.shape[2:]
+            peaks[layer].append(a.max(axis=(2, 3)))
+            values, found, rows, cols = top_k_activations(a, min(k, len(a)))
+            best[layer].append((values, found + start, rows, cols))
+    result = {}
+    for layer in layers:
+        values, found, rows, cols = (np.concatenate([b[i] for b in best[layer]], axis=1) for i in range(4))
+        # The k best of every batch's candidates (C, M): the same ranking over the candidates as
+        # "images" of a 1 x 1 grid. Candidates are in batch order and ranked within a batch, so
+        # equal values still come in increasing image order.
+        _, slots, _, _ = top_k_activations(values.T[:, :, None, None], k)
+        keep = [np.take_along_axis(v, slots, axis=1) for v in (values, found, rows, cols)]
+        result[layer] = ChannelPeaks(np.concatenate(peaks[layer]), *keep, tuple(grids[layer]))
+    return result
 
 
 class ReceptiveField(NamedTuple):
@@ -158,7 +215,7 @@ def top_patches(images: np.ndarray, peaks: ChannelPeaks, field: ReceptiveField, 
 
     Inputs:
     - images: (N, S, S, 3) uint8, the images `peaks` was computed on
-    - peaks: a `ChannelPeaks` of the layer
+    - peaks: a `ChannelPeaks` of the layer (k at most its top_activations' k)
     - field: the layer's `ReceptiveField`
     - channel: the channel
     - k: number of patches
@@ -166,7 +223,7 @@ def top_patches(images: np.ndarray, peaks: ChannelPeaks, field: ReceptiveField, 
     - list of k (h, w, 3) uint8 crops (smaller than the field where it leaves the image)
     """
     crops = []
-    for n in peaks.top(channel, k):
-        top, bottom, left, right = field.box(peaks.rows[n, channel], peaks.cols[n, channel], images.shape[1])
+    for j, n in enumerate(peaks.top(channel, k)):
+        top, bottom, left, right = field.box(peaks.rows[channel, j], peaks.cols[channel, j], images.shape[1])
         crops.append(images[n, top:bottom, left:right])
     return crops

@@ -71,16 +71,21 @@ class Snapshots:
 
 def ascent_step(gradient: Callable, x: np.ndarray, velocity: np.ndarray, step: int, lr: float, transforms=(),
                 normalize: bool = True, momentum: float = 0.0) -> tuple:
-    """One step of regularized gradient ascent (Yosinski et al. 2015), as `ascend` takes it.
+    """One step of regularized gradient ascent (Yosinski et al. 2015, section 3), as `ascend` takes it.
 
-    view = t.before(view, step) for every transform t in order, starting from x (jitter shifts);
-    value, g = gradient(view); g = t.undo(g) for every transform in reverse order (jitter shifts
-    back); g = g / (mean |g| + 1e-12), the mean over each image's C * H * W values (with
-    `normalize`); v = momentum * v + g; x <- x + lr * v; x = t.after(x, g, step) for every
-    transform in order (the regularizers, then the clipping).
+    With the transforms t_1, ..., t_m in the list's order, each made of three maps (its hooks, see
+    dlmie.vis.transforms.Transform): S_i(image, step) applied to the image the gradient is taken
+    on, U_i(gradient) mapping a gradient back to x's pixels, and r_i(image, g, step) regularizing
+    the updated image:
+        view = S_m(... S_2(S_1(x, step), step) ..., step)
+        (value, g) = the objective and its gradient at view, from `gradient`
+        g <- U_1(U_2(... U_m(g) ...))                       the undos in reverse order
+        g <- g / (mean |g| + 1e-12)   per image, the mean over its C H W values (with `normalize`)
+        v <- momentum v + g
+        x <- r_m(... r_1(x + lr v, g, step) ..., g, step)   with the g above
     Inputs:
-    - gradient: function(view) -> (value, g), the objective summed over the batch (a float) and
-      its gradient (N, C, H, W) at the images `view`
+    - gradient: function of view (N, C, H, W) -> (value, g): the objective summed over the batch
+      (a float) and its gradient (N, C, H, W) at the images view
     - x: (N, C, H, W) the current images (model input)
     - velocity: (N, C, H, W) the momentum buffer v (zeros at the first step)
     - step: the step's number, from 0, which the transforms read (blur every k steps)
@@ -94,8 +99,6 @@ def ascent_step(gradient: Callable, x: np.ndarray, velocity: np.ndarray, step: i
     - value: the objective returned by `gradient`
     - g: (N, C, H, W) the gradient as used: mapped back by the transforms, then normalized
     """
-    # Every Transform has the three hooks before(x, step), undo(g) and after(x, g, step); the
-    # defaults do nothing, so call all three for every transform.
     ### BEGIN SOLUTION
     view = x
     for t in transforms:

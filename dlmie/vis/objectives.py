@@ -139,10 +139,11 @@ def channel_objective(a, c):
     - a: symbolic (N, C, H', W') activations of a spatial layer, or (N, D) of a vector layer
     - c: symbolic int64, a scalar (the same channel for every image) or an (N,) vector (channel
       c_i for image i)
-    Returns a symbolic scalar: sum_i mean_{h,w} a[i, c_i, h, w] (sum_i a[i, c_i] for a vector layer).
+    Returns a symbolic scalar:
+        sum_i (1 / (H' W')) sum_{h,w} a[i, c_i, h, w]   for a spatial layer,
+        sum_i a[i, c_i]                                  for a vector layer,
+    with c_i = c for every image when c is a scalar.
     """
-    # _pick(a, c) gives a[:, c] for a scalar c and a[i, c_i] for a vector: (N, H', W') or (N,).
-    # a.ndim is known when the graph is built, so a Python `if` can tell the two kinds of layer apart.
     ### BEGIN SOLUTION
     picked = _pick(a, c)
     return picked.mean(axis=tuple(range(1, picked.ndim))).sum() if picked.ndim > 1 else picked.sum()
@@ -205,10 +206,9 @@ def relative_feature_distance(phi, phi0):
     Inputs:
     - phi: (N, ...) the representations of N images, e.g. (N, C, H', W') or (N, D)
     - phi0: one image's target representation, phi's shape without the first axis
-    Returns a scalar: sum_i ||phi_i - phi0||^2 / ||phi0||^2.
+    Returns a scalar: sum_i ||phi_i - phi0||^2 / ||phi0||^2, each norm over all of an image's
+    axes (the same code must run on NumPy arrays and on PyTensor variables).
     """
-    # Array methods and operators only (.sum(axis=...), ** 2, phi0[None] to broadcast), so that
-    # NumPy arrays and PyTensor variables both work; sum each image over every axis but the first.
     ### BEGIN SOLUTION
     axes = tuple(range(1, phi.ndim))
     return (((phi - phi0[None]) ** 2).sum(axis=axes) / (phi0 ** 2).sum()).sum()

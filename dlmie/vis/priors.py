@@ -31,11 +31,11 @@ def alpha_norm_value(x, alpha: float = 6.0, B: float = 1.0):
     - x: (N, C, H, W)
     - alpha: the exponent
     - B: the typical pixel norm (same units as x)
-    Returns a scalar: sum over images of (1 / (H W)) sum_v (||x(v)|| / B)^alpha.
+    Returns a scalar: sum over images n of (1 / (H W)) sum_v (||x_n(v)||^2 / B^2)^(alpha / 2),
+    with ||x_n(v)||^2 = sum_k x[n, k, v]^2 the squared norm of pixel v's colour vector (written
+    as a power of the squared norm: no square root, whose gradient is infinite at 0). The same
+    code must run on NumPy arrays and on PyTensor variables: array methods and operators only.
     """
-    # Write it with array methods and operators only (x ** 2, .sum(axis=...), .mean(axis=...)):
-    # the same lines then run on NumPy arrays and on PyTensor variables. ||x(v)||^alpha is
-    # (||x(v)||^2)^(alpha / 2): no square root, whose gradient is infinite at 0.
     ### BEGIN SOLUTION
     squared = (x ** 2).sum(axis=1) / B ** 2  # (N, H, W): ||x(v)||^2 / B^2
     return (squared ** (alpha / 2)).mean(axis=(1, 2)).sum()
@@ -54,17 +54,76 @@ def total_variation_value(x, beta: float = 2.0, V: float = 1.0):
     - beta: the exponent
     - V: the typical neighbour difference (same units as x)
     Returns a scalar: sum over images of (1 / (H W)) sum_{v,k} ((dx^2 + dy^2) / V^2 + TV_EPS)^(beta / 2),
-    with dx = x(v + e_x, k) - x(v, k) and dy = x(v + e_y, k) - x(v, k).
+    with dx = x(v + e_x, k) - x(v, k) and dy = x(v + e_y, k) - x(v, k) (e_x: one column to the
+    right, e_y: one row down). The same code must run on NumPy arrays and on PyTensor variables:
+    slicing, array methods and operators only, no assignment into an array.
     """
-    # Array methods, slicing and operators only, so that NumPy arrays and PyTensor variables both
-    # work: x[:, :, :, 1:] - x[:, :, :, :-1] is dx of every pixel but the last column's. Three sums:
-    # the pixels with both differences, the last row (dx only), the last column (dy only).
     ### BEGIN SOLUTION
     dx = x[:, :, :, 1:] - x[:, :, :, :-1]  # (N, C, H, W - 1)
     dy = x[:, :, 1:, :] - x[:, :, :-1, :]  # (N, C, H - 1, W)
     squared = (dx[:, :, :-1] ** 2 + dy[:, :, :, :-1] ** 2, dx[:, :, -1] ** 2, dy[:, :, :, -1] ** 2)
     interior, last_row, last_column = (((d / V ** 2 + TV_EPS) ** (beta / 2)).sum() for d in squared)
     return (interior + last_row + last_column) / (x.shape[2] * x.shape[3])
+    ### END SOLUTION
+
+
+def alpha_norm_gradient(x: np.ndarray, alpha: float = 6.0, B: float = 1.0) -> np.ndarray:
+    """The gradient of R_alpha (`alpha_norm_value`) with respect to the images, in NumPy.
+
+    Mahendran & Vedaldi (2015), section 3.2: derive d R_alpha / d x[n, k, v] from
+    R_alpha(x) = sum_n (1 / (H W)) sum_v (||x_n(v)||^2 / B^2)^(alpha / 2),
+    where ||x_n(v)||^2 = sum_k x[n, k, v]^2. Each image's term depends on its own pixels only,
+    and a pixel's term on its C channels only.
+    Inputs:
+    - x: (N, C, H, W) float64 images, with no all-zero pixel where alpha < 2 (R_alpha is not
+      differentiable there)
+    - alpha: the exponent
+    - B: the typical pixel norm
+    Returns:
+    - dx: (N, C, H, W), d R_alpha / d x
+    """
+    ### BEGIN SOLUTION
+    n, c, h, w = x.shape
+    squared = (x ** 2).sum(axis=1, keepdims=True) / B ** 2  # (N, 1, H, W): ||x(v)||^2 / B^2
+    return alpha / (h * w * B ** 2) * squared ** (alpha / 2 - 1) * x
+    ### END SOLUTION
+
+
+def total_variation_gradient(x: np.ndarray, beta: float = 2.0, V: float = 1.0) -> np.ndarray:
+    """The gradient of R_TV (`total_variation_value`, with its border rule and TV_EPS) with
+    respect to the images, in NumPy.
+
+    Mahendran & Vedaldi (2015), section 3.2: derive d R_TV / d x[n, k, i, j] from
+    R_TV(x) = sum_n (1 / (H W)) sum_{k, i, j} q[n, k, i, j]^(beta / 2),
+    q = (dx^2 + dy^2) / V^2 + TV_EPS,
+    dx[n, k, i, j] = x[n, k, i, j + 1] - x[n, k, i, j] (0 in the last column, j = W - 1),
+    dy[n, k, i, j] = x[n, k, i + 1, j] - x[n, k, i, j] (0 in the last row, i = H - 1),
+    the sum leaving out the bottom-right pixel (a constant: both its differences are 0).
+    A pixel x[n, k, i, j] appears in its own term (in dx and dy, with sign -1), in the term of its
+    left neighbour (i, j - 1) through that one's dx, and in the term of the pixel above
+    (i - 1, j) through that one's dy (with sign +1); pixels of the first row or column have no
+    such neighbour. Channels and images do not interact. For beta < 2 the power beta / 2 - 1 is
+    negative: TV_EPS keeps it finite where a pixel equals both its neighbours.
+    Inputs:
+    - x: (N, C, H, W) float64 images (H or W may be 1)
+    - beta: the exponent
+    - V: the typical neighbour difference
+    Returns:
+    - dx: (N, C, H, W), d R_TV / d x
+    """
+    ### BEGIN SOLUTION
+    n, c, h, w = x.shape
+    dx = np.zeros_like(x)
+    dx[:, :, :, :-1] = x[:, :, :, 1:] - x[:, :, :, :-1]
+    dy = np.zeros_like(x)
+    dy[:, :, :-1, :] = x[:, :, 1:, :] - x[:, :, :-1, :]
+    # d q^(beta/2) / d(dx) = (beta / 2) q^(beta/2 - 1) * 2 dx / V^2, and the same for dy
+    weight = beta / (h * w * V ** 2) * ((dx ** 2 + dy ** 2) / V ** 2 + TV_EPS) ** (beta / 2 - 1)
+    gx, gy = weight * dx, weight * dy
+    grad = -gx - gy  # the pixel's own term: d(dx)/dx = d(dy)/dx = -1
+    grad[:, :, :, 1:] += gx[:, :, :, :-1]  # the left neighbour's dx: +1
+    grad[:, :, 1:, :] += gy[:, :, :-1, :]  # the upper neighbour's dy: +1
+    return grad
     ### END SOLUTION
 
 

@@ -92,21 +92,26 @@ def guided_objective(objective: Objective) -> Objective:
 def input_gradient(net, x: np.ndarray, labels, guided: bool = False, batch_size: int = 32) -> np.ndarray:
     """Gradient of each image's chosen class score with respect to the model input.
 
+        G_i = ∂ s_{k_i}(x_i) / ∂ x_i,    i = 1 .. N
+
+    where s_k(x) is the network's raw score of class k (before any softmax: a probability also
+    rises when the other classes' scores fall) and k_i = labels[i]. Only image i's own class score
+    is differentiated, never the sum over classes. In inference mode the images of a batch do not
+    interact, so the gradient of the batch's sum over i of s_{k_i}(x_i) with respect to the batch
+    holds every G_i at once. The images are processed `batch_size` at a time (the last batch may be
+    smaller). With guided=True every ReLU of the network backpropagates by Springenberg et al.'s
+    rule (see `guided_relu`) instead of the plain one; the forward values do not change.
+
     Inputs:
     - net: a `dlmie.models.network.Network` with class scores
     - x: (N, 3, S, S) float32 model input
     - labels: (N,) int, the class of each image whose score is differentiated
-    - guided: backpropagate through guided ReLUs (`guided_relu`) instead of plain ones
-    - batch_size: images per call of the compiled function
+    - guided: guided backpropagation instead of the plain backward pass
+    - batch_size: images per call of the compiled gradient
     Returns:
-    - (N, 3, S, S) float32, d s_{labels[i]} / d x_i
+    - (N, 3, S, S) float32, the G_i stacked in the order of x
     """
     x, labels = np.asarray(x, np.float32), np.asarray(labels, np.int64)
-    # Batch by batch: the objective `class_score(k)` with one class per image is sum_i s_{k_i}(x_i)
-    # (each image's own raw score; not the sum over classes, not the softmax), and images do not
-    # interact, so its gradient with respect to image i is d s_{k_i} / d x_i. For guided
-    # backprop, wrap the objective in `guided_objective`. `gradient_function(net, objective)`
-    # compiles (x, *objective.values) -> (value, gradient) once per network and objective key.
     ### BEGIN SOLUTION
     gradients = []
     for start in range(0, len(x), batch_size):
@@ -184,21 +189,23 @@ class FoolingResult(NamedTuple):
 def fooling_step(x: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, step: float) -> np.ndarray:
     """One step of a fooling image: gradient ascent on the target's score with a step of fixed length.
 
-    x <- clip(x + step * g / ||g||_2, low, high) per image, after dropping the gradient components
-    that push a pixel already at a bound further out (they would be clipped away, and the step
-    would be shorter than `step`).
+    Per image i, first drop the components of the gradient that push a value already at a bound
+    further out (they would be clipped away, and the step would be shorter than `step`):
+
+        ĝ = 0 at the values with x <= low and g < 0, or with x >= high and g > 0;  ĝ = g elsewhere
+        x' = Π( x + step · ĝ / ‖ĝ‖₂ ),   ‖ĝ‖₂ over the C, H and W axes of image i
+
+    where Π sets every value below `low` to `low` and above `high` to `high`. An image whose ĝ is
+    all zero does not move (its new input is x, never NaN: guard the division, e.g. by 1e-12).
     Inputs:
     - x: (N, C, H, W) current model inputs
-    - g: (N, C, H, W) d s_target / d x for each image
+    - g: (N, C, H, W) ∂ s_target / ∂ x for each image
     - low, high: the smallest and largest valid input, arrays that broadcast against x, e.g.
       (1, C, H, W) (the preprocessed black and white images)
     - step: the L2 length of each image's step, in model-input units
     Returns:
     - (N, C, H, W) the new inputs, every value in [low, high]; x and g are left unchanged
     """
-    # The norm is per image: sum over the channel and both spatial axes (keepdims to broadcast).
-    # Guard the division: an image whose remaining gradient is all zero must not become NaN
-    # (divide by max(norm, 1e-12)).
     ### BEGIN SOLUTION
     g = np.where(((x <= low) & (g < 0)) | ((x >= high) & (g > 0)), 0, g)
     norm = np.sqrt((g ** 2).sum(axis=(1, 2, 3), keepdims=True))
@@ -207,20 +214,36 @@ def fooling_step(x: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray
 
 
 def fooling_images(net, images: np.ndarray, targets, step: float = 1.0, max_steps: int = 100) -> FoolingResult:
-    """Nudge real images until the network predicts a chosen wrong class (cs231n's fooling images).
+    """Fooling images (Szegedy et al. 2014, *Intriguing properties of neural networks*; cs231n
+    assignment 3's make_fooling_image): change real images just enough that the network takes
+    them for a chosen wrong class, by ascending the target's score along the gradient of
+    Simonyan et al.'s saliency maps.
 
-    Each step is `fooling_step`, gradient ascent on the target's score with a normalized step,
-    x <- clip(x + step * g / ||g||_2) with g = d s_target / dx, where the clip keeps every pixel in
-    [0, 1] (the bounds are the preprocessed images of black and white). An image stops as soon as
-    the network predicts its target.
+    Let x_i be image i's model input (the network's preprocessing of its pixels) and t_i its
+    target. Repeat, at most max_steps times: every image still to do, i.e. whose predicted class
+    argmax_k s_k(x_i) is not yet t_i, takes one step of gradient ascent on its target's raw score,
+
+        x_i <- `fooling_step`(x_i, G_i, low, high, step),   G_i = ∂ s_{t_i}(x_i) / ∂ x_i
+
+    with G_i the gradient of `input_gradient` and low, high the model inputs of an all-black and
+    an all-white image of the same size (so every x_i stays a valid image). An image stops as
+    soon as the network predicts its target: one that is already predicted as its target takes 0
+    steps; the loop ends when no image is left to do. The images still to do go through the
+    network together (a few images: one batch).
     Inputs:
     - net: a `Network` with class scores
-    - images: (N, S, S, 3) uint8 RGB, the starting images (a few: they go through the network as one batch)
+    - images: (N, S, S, 3) uint8 RGB, the starting images
     - targets: (N,) int, the class each image should be taken for
     - step: the L2 length of each step in model-input units
     - max_steps: give up after this many steps
-    Returns a `FoolingResult`.
+    Returns a `FoolingResult` (see its docstring) of:
+    - images: (N, S, S, 3) float32 in [0, 1], the final model inputs mapped back to pixels by the
+      preprocessing's inverse (not rounded to uint8)
+    - steps: (N,) int, the steps each image took (max_steps where the target was not reached)
+    - change: (N, S, S, 3) float32, images - the original images / 255
+    - fooled: (N,) bool, whether the network predicts the target for the final model input
     """
+    ### BEGIN SOLUTION
     pre, targets = net.preprocessing, np.asarray(targets, np.int64)
     size = np.shape(images)[1:3]
     low, high = pre(np.zeros((1, *size, 3))), pre(np.full((1, *size, 3), 255.0))
@@ -230,8 +253,10 @@ def fooling_images(net, images: np.ndarray, targets, step: float = 1.0, max_step
         todo = todo[net.class_scores(x[todo]).argmax(axis=1) != targets[todo]]
         if todo.size == 0:
             break
-        x[todo] = fooling_step(x[todo], input_gradient(net, x[todo], targets[todo]), low, high, step)
+        g = input_gradient(net, x[todo], targets[todo])
+        x[todo] = fooling_step(x[todo], g, low, high, step)
         steps[todo] += 1
     fooled = net.class_scores(x).argmax(axis=1) == targets
     pixels = pre.invert(x)
     return FoolingResult(pixels, steps, pixels - np.asarray(images, np.float32) / 255, fooled)
+    ### END SOLUTION

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlmie.images import Preprocessing, gaussian_blur, random_shift, roll
+from dlmie.images import Preprocessing, random_shift, roll
 
 
 class Transform:
@@ -79,6 +79,49 @@ class L2Decay(Transform):
         return x * np.float32(1 - self.theta)
 
 
+def gaussian_blur(x: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Yosinski et al.'s blur regularizer (2015, section 3): a Gaussian filter over space only,
+    each channel of each image on its own, as scipy.ndimage's with mode "reflect".
+
+    The 2-d Gaussian is separable, G(a, b) = g(a) g(b), so the blur is a 1-d filter along the
+    rows' axis followed by the same filter along the columns' axis:
+        g(t) = exp(-t^2 / (2 sigma^2)) / Z,  t = -r, ..., r,  r = floor(truncate * sigma + 0.5),
+    with Z making the 2r + 1 weights sum to 1, and along an axis of length L
+        out[i] = sum_{t=-r..r} g(t) x~[i + t],
+    where x~ is x extended beyond its borders by reflection about the edge, the edge pixel
+    repeated: ... x[1] x[0] | x[0] x[1] ... x[L-1] | x[L-1] x[L-2] ..., again and again where r
+    is longer than the image (a 1-pixel axis is extended by copies of its pixel). The weights
+    sum to 1 and the reflection loses no pixel, so each channel's mean is kept.
+    Inputs:
+    - x: (N, C, H, W) float images (any (..., H, W) array)
+    - sigma: standard deviation of the Gaussian, in pixels; 0: no blur (a copy of x)
+    - truncate: the kernel's radius in standard deviations
+    Returns:
+    - an array of x's shape and dtype (computed in float64)
+    Raises:
+    - ValueError("sigma must be >= 0, got ...") for a negative sigma
+    """
+    ### BEGIN SOLUTION
+    x = np.asarray(x)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return x.copy()
+    radius = int(truncate * sigma + 0.5)
+    t = np.arange(-radius, radius + 1)
+    weights = np.exp(-t ** 2 / (2.0 * sigma ** 2))
+    weights /= weights.sum()
+    out = x.astype(np.float64)
+    for axis in (out.ndim - 2, out.ndim - 1):
+        widths = [(0, 0)] * out.ndim
+        widths[axis] = (radius, radius)
+        padded = np.pad(out, widths, mode="symmetric")
+        length = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(k, k + length), axis=axis) for k, w in enumerate(weights))
+    return out.astype(x.dtype)
+    ### END SOLUTION
+
+
 class Blur(Transform):
     """A Gaussian blur of width `sigma` pixels every `every` steps (spatial only, per channel)."""
 
@@ -90,19 +133,20 @@ class Blur(Transform):
 
 
 def zero_below_percentile(x: np.ndarray, score: np.ndarray, percentile: float) -> np.ndarray:
-    """Yosinski et al.'s pixel clipping: the pixels whose score is below the image's
-    `percentile`-th percentile of scores are set to 0 (the mean colour), on every channel.
+    """Yosinski et al.'s pixel clipping (2015, section 3): in each image n, the pixels whose score
+    is below the image's p-th percentile of scores (p = percentile) are set to 0 (the mean
+    colour) on every channel:
+        out[n, k, i, j] = x[n, k, i, j] if score[n, i, j] >= T_n else 0,
+    with T_n the p-th percentile of the H W scores of image n, interpolated linearly between
+    order statistics (NumPy's default definition).
 
     Inputs:
     - x: (N, C, H, W) images
     - score: (N, H, W), one number per pixel (its norm, or its contribution to the objective)
-    - percentile: in [0, 100]
+    - percentile: p in [0, 100]
     Returns:
-    - a new (N, C, H, W) array of x's dtype; a pixel is kept where its score is at least the
-      threshold, so percentile 0 keeps every pixel
+    - a new (N, C, H, W) array of x's dtype; p = 0 keeps every pixel
     """
-    # One threshold per image: np.percentile over each image's H * W scores (axis=1 of a
-    # reshaped (N, H * W) array). Broadcast the (N, H, W) keep-mask over the channel axis.
     ### BEGIN SOLUTION
     threshold = np.percentile(score.reshape(len(score), -1), percentile, axis=1)
     keep = score >= threshold[:, None, None]

@@ -20,3 +20,18 @@ def test_input_gradient_guided():
 @pytest.mark.graded(part="fooling_step", points=4)
 def test_fooling_step_bounded():
     assert_case("fooling_step", "bounded")
+
+
+@pytest.mark.graded(part="fooling_images", points=3)
+def test_fooling_images_all_fooled():
+    assert_case("fooling_images", "all_fooled")
+
+
+@pytest.mark.graded(part="fooling_images", points=2)
+def test_fooling_images_already_target():
+    assert_case("fooling_images", "already_target")
+
+
+@pytest.mark.graded(part="fooling_images", points=2)
+def test_fooling_images_max_steps():
+    assert_case("fooling_images", "max_steps")

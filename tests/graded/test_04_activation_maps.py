@@ -20,3 +20,28 @@ def test_channel_objective_channel_per_image():
 @pytest.mark.graded(part="channel_objective", points=1)
 def test_channel_objective_vector_layer():
     assert_case("channel_objective", "vector_layer")
+
+
+@pytest.mark.graded(part="top_k_activations", points=3)
+def test_top_k_activations_random():
+    assert_case("top_k_activations", "random")
+
+
+@pytest.mark.graded(part="top_k_activations", points=2)
+def test_top_k_activations_ties():
+    assert_case("top_k_activations", "ties")
+
+
+@pytest.mark.graded(part="top_k_activations", points=1)
+def test_top_k_activations_k_equals_n():
+    assert_case("top_k_activations", "k_equals_n")
+
+
+@pytest.mark.graded(part="top_k_activations", points=1)
+def test_top_k_activations_one_unit():
+    assert_case("top_k_activations", "one_unit")
+
+
+@pytest.mark.graded(part="top_k_activations", points=1)
+def test_top_k_activations_k_too_large():
+    assert_case("top_k_activations", "k_too_large")
