@@ -124,6 +124,69 @@ def attend(spec: Spec, params: dict, annotations, projected, h_prev):
     ### END SOLUTION
 
 
+def soft_attention_forward(annotations: np.ndarray, projected: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray,
+                           w: np.ndarray) -> tuple:
+    """Soft attention for one step in NumPy, without the gate (Xu et al. 2015, section 4.2,
+    deterministic "soft" attention; `attend` computes the same with spec.gate off):
+
+        u_i = projected_i + h_prev W_h        s_i = tanh u_i        e_i = w · s_i
+        alpha_i = exp e_i / sum_j exp e_j     z = sum_i alpha_i a_i
+
+    for every image n of the minibatch (u, s: (N, L, A); e, alpha: (N, L); z: (N, D)). The
+    softmax must not overflow for large scores e.
+
+    Inputs:
+    - annotations: (N, L, D) the regions a_i
+    - projected: (N, L, A) = a_i W_a + b_att, the part of u that does not depend on h_prev
+    - h_prev: (N, H) the decoder's previous hidden state
+    - Wh: (H, A); w: (A,)
+    Returns a tuple of:
+    - z: (N, D) the context
+    - alpha: (N, L) the attention weights
+    - hidden: (N, L, A) the activations s = tanh u, which the backward pass reads
+    """
+    ### BEGIN SOLUTION
+    hidden = np.tanh(projected + (h_prev @ Wh)[:, None, :])
+    scores = hidden @ w
+    scores = scores - scores.max(axis=1, keepdims=True)
+    alpha = np.exp(scores)
+    alpha /= alpha.sum(axis=1, keepdims=True)
+    z = np.einsum("nl,nld->nd", alpha, annotations)
+    return z, alpha, hidden
+    ### END SOLUTION
+
+
+def soft_attention_backward(dz: np.ndarray, dalpha: np.ndarray, annotations: np.ndarray, alpha: np.ndarray,
+                            hidden: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray, w: np.ndarray) -> tuple:
+    """The backward pass of `soft_attention_forward`, derived by hand.
+
+    Given a loss ℓ and its upstream gradients dz = ∂ℓ/∂z (N, D) and dalpha = ∂ℓ/∂alpha (N, L)
+    (alpha is an output too: the doubly stochastic penalty reads it), compute the gradients of ℓ
+    with respect to every input of the forward pass. alpha reaches ℓ directly and through z, and
+    the softmax couples the L regions of an image; W_h and w are shared by all images and regions.
+
+    Inputs:
+    - dz: (N, D); dalpha: (N, L)
+    - annotations: (N, L, D); alpha: (N, L) and hidden: (N, L, A), as the forward pass returned them
+    - h_prev: (N, H); Wh: (H, A); w: (A,)
+    Returns a tuple of:
+    - d_annotations: (N, L, D)
+    - d_projected: (N, L, A)
+    - d_h_prev: (N, H)
+    - dWh: (H, A)
+    - dw: (A,)
+    """
+    ### BEGIN SOLUTION
+    d_annotations = alpha[:, :, None] * dz[:, None, :]
+    d_alpha = dalpha + np.einsum("nld,nd->nl", annotations, dz)
+    d_scores = alpha * (d_alpha - (alpha * d_alpha).sum(axis=1, keepdims=True))
+    dw = np.einsum("nl,nla->a", d_scores, hidden)
+    d_projected = d_scores[:, :, None] * w * (1 - hidden ** 2)
+    d_hidden_h = d_projected.sum(axis=1)
+    return d_annotations, d_projected, d_hidden_h @ Wh.T, h_prev.T @ d_hidden_h, dw
+    ### END SOLUTION
+
+
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
     """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha) and the
     LSTM's activated gates act (N, 4H), which the pullback of `_recurrence` reads."""

@@ -30,3 +30,28 @@ def test_beam_step_with_finished():
 @pytest.mark.graded(part="beam_step", points=2)
 def test_beam_step_beam_size_1():
     assert_case("beam_step", "beam_size_1")
+
+
+@pytest.mark.graded(part="decode_loop", points=3)
+def test_decode_loop_greedy():
+    assert_case("decode_loop", "greedy")
+
+
+@pytest.mark.graded(part="decode_loop", points=2)
+def test_decode_loop_end_first():
+    assert_case("decode_loop", "end_first")
+
+
+@pytest.mark.graded(part="decode_loop", points=1)
+def test_decode_loop_max_length():
+    assert_case("decode_loop", "max_length")
+
+
+@pytest.mark.graded(part="decode_loop", points=2)
+def test_decode_loop_one_sampled():
+    assert_case("decode_loop", "one_sampled")
+
+
+@pytest.mark.graded(part="decode_loop", points=1)
+def test_decode_loop_bad_max_length():
+    assert_case("decode_loop", "bad_max_length")
