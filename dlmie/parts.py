@@ -404,22 +404,24 @@ def _beam_step(fx):
 
 def stand_in_captioner(fx):
     """A small deterministic captioner built from a case's arrays, for grading decode_loop:
-    start: features -> [h_0 = tanh(features Wi), t = 0]; step: (words, h, t, features) ->
-    h' = tanh(h Wh + E[words]), log_probs = log_softmax(h' Wo + end_bias[:, t] at <END>),
-    attention = softmax(h' Wa) ((N, 0) when Wa has no columns). Returns (start, step)."""
+    start: features -> [h_0 = tanh(features Wi), t = 0, the image's row in fx["features"]];
+    step: (words, h, t, row, features) -> h' = tanh(h Wh + E[words]),
+    log_probs = log_softmax(h' Wo + end_bias[row, t] at <END>), attention = softmax(h' Wa)
+    ((N, 0) when Wa has no columns). Returns (start, step)."""
     from dlmie.data.vocab import END
 
     def start(features):
-        return [np.tanh(features @ fx["Wi"]), np.zeros(len(features), np.int64)]
+        rows = np.array([np.flatnonzero((fx["features"] == f).all(axis=1))[0] for f in features])
+        return [np.tanh(features @ fx["Wi"]), np.zeros(len(features), np.int64), rows]
 
-    def step(words, h, t, features):
+    def step(words, h, t, rows, features):
         h = np.tanh(h @ fx["Wh"] + fx["E"][words])
         logits = h @ fx["Wo"]
-        logits[:, END] += fx["end_bias"][np.arange(len(h)), np.minimum(t, fx["end_bias"].shape[1] - 1)]
+        logits[:, END] += fx["end_bias"][rows, np.minimum(t, fx["end_bias"].shape[1] - 1)]
         log_probs = logits - logits.max(axis=1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
         attention = _softmax(h @ fx["Wa"]) if fx["Wa"].shape[1] else np.zeros((len(h), 0))
-        return [log_probs, h, t + 1, attention]
+        return [log_probs, h, t + 1, rows, attention]
 
     return start, step
 

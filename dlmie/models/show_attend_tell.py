@@ -187,6 +187,23 @@ def soft_attention_backward(dz: np.ndarray, dalpha: np.ndarray, annotations: np.
     ### END SOLUTION
 
 
+def attend_gradients(annotations, projected, h_prev, Wh, w, dz, dalpha) -> dict:
+    """The engine's gradients of sum(z dz) + sum(alpha dalpha) through the symbolic `attend`
+    (gate off), in float64: what `soft_attention_backward` computes by hand, for comparison.
+    Returns name -> gradient for annotations, projected, h_prev, Wh, w."""
+    from dlmie import compile_cache
+
+    names = ("annotations", "projected", "h_prev", "Wh", "w")
+    values = [np.asarray(v, np.float64) for v in (annotations, projected, h_prev, Wh, w)]
+    variables = [pt.tensor(name=n, dtype="float64", shape=v.shape) for n, v in zip(names, values)]
+    spec = Spec(vocab_size=1, feature_dim=values[0].shape[2], gate=False)
+    params = {"att.Wh": variables[3], "att.w": variables[4]}
+    z, alpha = attend(spec, params, *variables[:3])
+    cost = pt.sum(z * pt.constant(np.asarray(dz, np.float64))) + pt.sum(alpha * pt.constant(np.asarray(dalpha, np.float64)))
+    grads = compile_cache.function(variables, pytensor.grad(cost, variables))(*values)
+    return dict(zip(names, grads))
+
+
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
     """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha) and the
     LSTM's activated gates act (N, 4H), which the pullback of `_recurrence` reads."""
