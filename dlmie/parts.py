@@ -474,13 +474,6 @@ def _attend(fx):
     return {"z": z, "alpha": alpha}
 
 
-def _soft_attention_reference(fx):
-    """The soft attention forward written independently of the parts: z, alpha, hidden."""
-    hidden = np.tanh(fx["projected"] + np.einsum("nh,ha->na", fx["h_prev"], fx["Wh"])[:, None])
-    alpha = _softmax(np.einsum("nla,a->nl", hidden, fx["w"]), axis=1)
-    return (alpha[:, :, None] * fx["annotations"]).sum(axis=1), alpha, hidden
-
-
 def _soft_attention_forward(fx):
     from dlmie.models.show_attend_tell import soft_attention_forward
 
@@ -494,26 +487,26 @@ _SOFT_ATTENTION_INPUTS = ("annotations", "projected", "h_prev", "Wh", "w")
 def _soft_attention_backward(fx):
     from dlmie.models.show_attend_tell import soft_attention_backward
 
-    _, alpha, hidden = _soft_attention_reference(fx)
-    grads = soft_attention_backward(fx["dz"].copy(), fx["dalpha"].copy(), fx["annotations"].copy(), alpha, hidden,
-                                    fx["h_prev"].copy(), fx["Wh"].copy(), fx["w"].copy())
+    grads = soft_attention_backward(*(fx[k].copy() for k in ("dz", "dalpha", "annotations", "alpha", "hidden",
+                                                               "h_prev", "Wh", "w")))
     return {f"d{k}": g for k, g in zip(_SOFT_ATTENTION_INPUTS, grads)}
 
 
 def _soft_attention_backward_gradient(fx):
-    """soft_attention_backward against centered differences of sum(z dz) + sum(alpha dalpha),
-    the forward computed independently of the student's."""
+    """soft_attention_backward against centered differences of soft_attention_forward's
+    sum(z dz) + sum(alpha dalpha)."""
     from dlmie.gradcheck import numerical_gradient, rel_error
+    from dlmie.models.show_attend_tell import soft_attention_forward
 
-    grads = _soft_attention_backward(fx)
     values = {k: fx[k].copy() for k in _SOFT_ATTENTION_INPUTS}
+    _, alpha, hidden = soft_attention_forward(*values.values())
+    grads = _soft_attention_backward({**fx, "alpha": alpha, "hidden": hidden})
 
     def loss():
-        z, alpha, _ = _soft_attention_reference(values)
+        z, alpha, _ = soft_attention_forward(*values.values())
         return float((z * fx["dz"]).sum() + (alpha * fx["dalpha"]).sum())
 
     return {k: rel_error(grads[f"d{k}"], numerical_gradient(loss, values[k])) for k in _SOFT_ATTENTION_INPUTS}
-
 
 def _penalty_build(fx):
     from dlmie.models.show_attend_tell import doubly_stochastic_penalty
@@ -671,8 +664,6 @@ def _decoding(n, regions, max_length, ends, sampled=False):
     """A stand-in captioner (see stand_in_captioner) of V = 7 words whose caption i ends at step
     ends[i] (a large <END> bias there, a large negative one before; None: never ends)."""
     def make(r):
-        from dlmie.data.vocab import END
-
         h, d, v = 5, 4, 7
         end_bias = np.full((n, max_length + 1), -30.0)
         for i, t in enumerate(ends):
@@ -702,6 +693,18 @@ def _soft_attention(n, l, scale=1.0):
         return {"annotations": r.standard_normal((n, l, d)), "projected": 0.5 * r.standard_normal((n, l, a)),
                 "h_prev": r.standard_normal((n, h)), "Wh": 0.5 * r.standard_normal((h, a)), "w": scale * r.standard_normal(a),
                 "dz": r.standard_normal((n, d)), "dalpha": r.standard_normal((n, l))}
+    return make
+
+
+def _soft_attention_grads(n, l):
+    """Soft attention's backward inputs: the forward's inputs, the upstream gradients, and alpha
+    and hidden from the solution's forward (what the lower part would have given)."""
+    def make(r):
+        from dlmie.models.show_attend_tell import soft_attention_forward
+
+        inputs = _soft_attention(n, l)(r)
+        _, alpha, hidden = soft_attention_forward(*(inputs[k] for k in _SOFT_ATTENTION_INPUTS))
+        return {**inputs, "alpha": alpha, "hidden": hidden}
     return make
 
 
@@ -811,10 +814,10 @@ PARTS = {p.name: p for p in (
         Case("one_region", 1, "N = 1, one region", _soft_attention(1, 1)),
     )),
     Part("soft_attention_backward", "07_show_attend_tell", _soft_attention_backward, 1e-8, (
-        Case("random", 3, "N = 3, L = 5 regions", _soft_attention(3, 5)),
-        Case("one_region", 1, "N = 1, one region (alpha = 1)", _soft_attention(1, 1)),
+        Case("random", 3, "N = 3, L = 5 regions", _soft_attention_grads(3, 5)),
+        Case("one_region", 1, "N = 1, one region (alpha = 1)", _soft_attention_grads(1, 1)),
         Case("gradient", 4, "gradients of annotations, projected, h_prev, Wh, w; N = 2, L = 3",
-             _soft_attention(2, 3), GRADIENT),
+             _soft_attention_grads(2, 3), GRADIENT),
     ), backward=_soft_attention_backward, gradient=_soft_attention_backward_gradient, gradient_tolerance=1e-5),
     Part("doubly_stochastic_penalty", "07_show_attend_tell", _doubly_stochastic_penalty, 1e-8, (
         Case("random", 1, "N = 3, T = 4, L = 5", _penalty(3, 4, 5, False)),

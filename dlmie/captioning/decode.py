@@ -243,12 +243,14 @@ def beam_step(score: np.ndarray, log_probs: np.ndarray, finished: np.ndarray) ->
     - score: (N, K) float, the new beams' scores, highest first
     - beam: (N, K) int, the current beam each new beam extends
     - words: (N, K) int, the word it appends
-    Ties are broken in favour of the lower candidate index beam * V + word (a stable sort).
+    Candidate c = beam * V + word of an image scores
+
+        score[beam] + log_probs[beam, word]     for an unfinished beam
+        score[beam] + (0 if word is <END> else -inf)   for a finished one (<END> is the id END)
+
+    and ties are broken in favour of the lower c. The caller's arrays are left unchanged.
     """
     n, k, vocab_size = log_probs.shape
-    # Leave the caller's log_probs unchanged (np.where makes a new array). <END> is the word id END.
-    # Flatten each image's candidates to (N, K * V): candidate beam * V + word. np.argsort with
-    # kind="stable" on the negated scores sorts highest first and keeps ties in index order.
     ### BEGIN SOLUTION
     log_probs = np.where(finished[..., None], -np.inf, log_probs)
     log_probs[..., END] = np.where(finished, 0.0, log_probs[..., END])

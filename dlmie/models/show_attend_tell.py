@@ -93,26 +93,24 @@ def project_annotations(params: dict, annotations):
 
 
 def attend(spec: Spec, params: dict, annotations, projected, h_prev):
-    """Soft attention for one step, symbolic.
+    """Soft attention for one step, symbolic (Xu et al. 2015, sections 3.1.2 and 4.2, with the
+    gating scalar beta of section 4.2.1):
 
-    e_i = w_att . tanh(projected_i + h_prev W_h), alpha = softmax_i(e), and the context
-    z = beta * sum_i alpha_i a_i with the gate beta = sigmoid(w_beta . h_prev + b_beta) when
-    spec.gate is on (beta = 1 when it is off).
+        u_i = projected_i + h_prev W_h        e_i = w_att · tanh u_i        alpha = softmax over i of e
+        beta = σ(w_beta · h_prev + b_beta)     (beta = 1 when spec.gate is off)
+        z = beta sum_i alpha_i a_i
+
+    for every image of the minibatch (u: (N, L, A); e, alpha: (N, L); beta: (N,); z: (N, D)).
+
     Inputs:
-    - spec: the `Spec` (its `gate`); params: name -> weights, of which att.Wh (H, A), att.w (A,),
-      gate.w (H,), gate.b () are read
-    - annotations: (N, L, D) the regions a_i; projected: (N, L, A) = annotations W_a + b_att (computed once)
+    - spec: the model's Spec (its gate); params: name -> weights, of which att.Wh (H, A) = W_h,
+      att.w (A,) = w_att, gate.w (H,) = w_beta, gate.b () = b_beta are read
+    - annotations: (N, L, D) the regions a_i; projected: (N, L, A) = a_i W_a + b_att (computed once)
     - h_prev: (N, H)
     Returns a tuple of:
-    - z: (N, D) the gated context beta * sum_i alpha_i a_i
+    - z: (N, D) the gated context
     - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions (before the gate)
     """
-    # L.tanh, pt.special.softmax(..., axis=1) and pt.sigmoid are the nonlinearities; dimshuffle
-    # (0, "x", 1) broadcasts an (N, A) term over the L regions.
-    # Scale the weights by beta rather than the context (the same z): beta's gradient then needs no
-    # second product with the annotations. Write sum_i w_i a_i as a batched product, pt.matmul of
-    # (N, 1, L) and (N, L, D), which is N BLAS calls forward and backward, not an (N, L, D)
-    # broadcast product and its reduction.
     ### BEGIN SOLUTION
     scores = pt.dot(L.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
     alpha = pt.special.softmax(scores, axis=1)
@@ -333,15 +331,16 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
 
 
 def doubly_stochastic_penalty(alpha, mask, weight: float):
-    """Xu et al.'s doubly stochastic regularization, symbolic: lambda * mean_n sum_i (1 - sum_t mask_nt alpha_nti)^2.
+    """Xu et al.'s doubly stochastic regularization (section 4.2.1), symbolic:
+
+        penalty = lambda · 1/N sum_n sum_i (1 - sum_t mask_nt alpha_nti)²
 
     Inputs:
     - alpha: (N, T, L) attention weights; mask: (N, T) 1 at real words, 0 at padding (alpha's dtype)
     - weight: lambda, a Python float
-    Returns a symbolic scalar.
+    Returns a symbolic scalar of alpha's dtype (lambda too must be of alpha's dtype: a Python float
+    would round through float32 in a float64 graph).
     """
-    # L.scalar(weight, alpha.dtype) makes lambda a constant of alpha's dtype (a bare Python float
-    # would round through float32 in a float64 graph).
     ### BEGIN SOLUTION
     coverage = (alpha * mask.dimshuffle(0, 1, "x")).sum(axis=1)  # (N, L): sum_t alpha_ti
     return L.scalar(weight, alpha.dtype) * pt.sqr(1 - coverage).sum(axis=1).mean()
