@@ -789,11 +789,6 @@ PARTS = {p.name: p for p in (
              _captioner(3, [[1, 4, 5, 6, 2, 0], [1, 7, 2, 0, 0, 0], [1, 8, 8, 4, 5, 2]])),
         Case("short", 4, "N = 2, captions of one word or none", _captioner(2, [[1, 3, 2], [1, 2, 0]])),
     ), stand_ins={"dlmie.rnn.lstm": stand_in_lstm, "dlmie.layers.temporal_softmax_loss": stand_in_temporal_softmax_loss}),
-    Part("beam_step", "06_show_and_tell", _beam_step, 1e-8, (
-        Case("first_step", 2, "the first step: one live beam per image", _beam(2, 3, 7, True)),
-        Case("with_finished", 2, "some beams finished", _beam(2, 3, 7, False)),
-        Case("beam_size_1", 2, "beam size 1", _beam(3, 1, 5, False)),
-    )),
     Part("decode_loop", "06_show_and_tell", _decode_loop, 1e-8, (
         Case("greedy", 3, "N = 3, greedy, attention over 4 regions; captions end at steps 2, 4, and never",
              _decoding(3, 4, 6, (2, 4, None))),
@@ -803,11 +798,21 @@ PARTS = {p.name: p for p in (
         Case("one_sampled", 2, "N = 1, words drawn by choose from its own random numbers", _decoding(1, 2, 6, (3,), True)),
         Case("bad_max_length", 1, "max_length = 0: a ValueError", _decoding(1, 2, 0, (None,)), ERROR, error="ValueError"),
     )),
+    Part("beam_step", "06_show_and_tell", _beam_step, 1e-8, (
+        Case("first_step", 2, "the first step: one live beam per image", _beam(2, 3, 7, True)),
+        Case("with_finished", 2, "some beams finished", _beam(2, 3, 7, False)),
+        Case("beam_size_1", 2, "beam size 1", _beam(3, 1, 5, False)),
+    )),
     Part("attend", "07_show_attend_tell", _attend, 1e-8, (
         Case("gate", 4, "N = 2, L = 5 regions, with the gate", _attention(2, 5, True)),
         Case("no_gate", 2, "N = 2, L = 5 regions, without the gate", _attention(2, 5, False)),
         Case("one_region", 1, "N = 1, one region", _attention(1, 1, True)),
     )),
+    Part("doubly_stochastic_penalty", "07_show_attend_tell", _doubly_stochastic_penalty, 1e-8, (
+        Case("random", 1, "N = 3, T = 4, L = 5", _penalty(3, 4, 5, False)),
+        Case("empty_caption", 1, "a caption of no word", _penalty(3, 4, 5, True)),
+        Case("gradient", 1, "gradient of alpha; N = 2, T = 3, L = 4", _penalty(2, 3, 4, False), GRADIENT),
+    ), backward=_doubly_stochastic_penalty_backward, gradient=_doubly_stochastic_penalty_gradient),
     Part("soft_attention_forward", "07_show_attend_tell", _soft_attention_forward, 1e-8, (
         Case("random", 2, "N = 3, L = 5 regions", _soft_attention(3, 5)),
         Case("large_scores", 1, "scores in the thousands: a softmax that does not overflow", _soft_attention(2, 4, 2000.0)),
@@ -819,11 +824,6 @@ PARTS = {p.name: p for p in (
         Case("gradient", 4, "gradients of annotations, projected, h_prev, Wh, w; N = 2, L = 3",
              _soft_attention_grads(2, 3), GRADIENT),
     ), backward=_soft_attention_backward, gradient=_soft_attention_backward_gradient, gradient_tolerance=1e-5),
-    Part("doubly_stochastic_penalty", "07_show_attend_tell", _doubly_stochastic_penalty, 1e-8, (
-        Case("random", 1, "N = 3, T = 4, L = 5", _penalty(3, 4, 5, False)),
-        Case("empty_caption", 1, "a caption of no word", _penalty(3, 4, 5, True)),
-        Case("gradient", 1, "gradient of alpha; N = 2, T = 3, L = 4", _penalty(2, 3, 4, False), GRADIENT),
-    ), backward=_doubly_stochastic_penalty_backward, gradient=_doubly_stochastic_penalty_gradient),
     Part("attention_maps", "08_attention_maps", _attention_maps, 1e-5, (
         Case("wide_grid", 1, "a 2 x 3 grid onto a 5 x 7 image", _maps((2, 3), (5, 7))),
         Case("one_region", 1, "a 1 x 1 grid", _maps((1, 1), (3, 4))),

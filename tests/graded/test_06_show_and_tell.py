@@ -17,21 +17,6 @@ def test_show_and_tell_loss_short():
     assert_case("show_and_tell_loss", "short")
 
 
-@pytest.mark.graded(part="beam_step", points=2)
-def test_beam_step_first_step():
-    assert_case("beam_step", "first_step")
-
-
-@pytest.mark.graded(part="beam_step", points=2)
-def test_beam_step_with_finished():
-    assert_case("beam_step", "with_finished")
-
-
-@pytest.mark.graded(part="beam_step", points=2)
-def test_beam_step_beam_size_1():
-    assert_case("beam_step", "beam_size_1")
-
-
 @pytest.mark.graded(part="decode_loop", points=3)
 def test_decode_loop_greedy():
     assert_case("decode_loop", "greedy")
@@ -55,3 +40,18 @@ def test_decode_loop_one_sampled():
 @pytest.mark.graded(part="decode_loop", points=1)
 def test_decode_loop_bad_max_length():
     assert_case("decode_loop", "bad_max_length")
+
+
+@pytest.mark.graded(part="beam_step", points=2)
+def test_beam_step_first_step():
+    assert_case("beam_step", "first_step")
+
+
+@pytest.mark.graded(part="beam_step", points=2)
+def test_beam_step_with_finished():
+    assert_case("beam_step", "with_finished")
+
+
+@pytest.mark.graded(part="beam_step", points=2)
+def test_beam_step_beam_size_1():
+    assert_case("beam_step", "beam_size_1")

@@ -22,6 +22,21 @@ def test_attend_one_region():
     assert_case("attend", "one_region")
 
 
+@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
+def test_doubly_stochastic_penalty_random():
+    assert_case("doubly_stochastic_penalty", "random")
+
+
+@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
+def test_doubly_stochastic_penalty_empty_caption():
+    assert_case("doubly_stochastic_penalty", "empty_caption")
+
+
+@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
+def test_doubly_stochastic_penalty_gradient():
+    assert_case("doubly_stochastic_penalty", "gradient")
+
+
 @pytest.mark.graded(part="soft_attention_forward", points=2)
 def test_soft_attention_forward_random():
     assert_case("soft_attention_forward", "random")
@@ -50,18 +65,3 @@ def test_soft_attention_backward_one_region():
 @pytest.mark.graded(part="soft_attention_backward", points=4)
 def test_soft_attention_backward_gradient():
     assert_case("soft_attention_backward", "gradient")
-
-
-@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
-def test_doubly_stochastic_penalty_random():
-    assert_case("doubly_stochastic_penalty", "random")
-
-
-@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
-def test_doubly_stochastic_penalty_empty_caption():
-    assert_case("doubly_stochastic_penalty", "empty_caption")
-
-
-@pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
-def test_doubly_stochastic_penalty_gradient():
-    assert_case("doubly_stochastic_penalty", "gradient")
