@@ -80,7 +80,7 @@ def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool
     - features: (N, D) image vectors f
     - captions: (N, T + 1) int: <START> w_1 ... w_k <END> <NULL> ...
     - train: dropout on (True) or off
-    - rng: a shared generator for dropout (pt.random.shared_rng), needed when train and dropout > 0
+    - rng: a shared generator of the dropout masks, a pt.random.shared_rng, needed when train and dropout > 0
     - weights: (N,) w_n, how much each caption's cross-entropy counts (self-critical training),
       or None for 1 each
     Returns a tuple of:
