@@ -658,6 +658,58 @@ def _beam_step(fx):
     return {"score": score, "beam": beam, "words": words}
 
 
+def stand_in_captioner(fx):
+    """A small deterministic captioner built from a case's arrays, for grading decode_loop:
+    start: features -> [h_0 = tanh(features Wi), t = 0, the image's row in fx["features"]];
+    step: (words, h, t, row, features) -> h' = tanh(h Wh + E[words]),
+    log_probs = log_softmax(h' Wo + end_bias[row, t] at <END>), attention = softmax(h' Wa)
+    ((N, 0) when Wa has no columns). Returns (start, step)."""
+    from dlmie.data.vocab import END
+
+    def start(features):
+        rows = np.array([np.flatnonzero((fx["features"] == f).all(axis=1))[0] for f in features])
+        return [np.tanh(features @ fx["Wi"]), np.zeros(len(features), np.int64), rows]
+
+    def step(words, h, t, rows, features):
+        h = np.tanh(h @ fx["Wh"] + fx["E"][words])
+        logits = h @ fx["Wo"]
+        logits[:, END] += fx["end_bias"][rows, np.minimum(t, fx["end_bias"].shape[1] - 1)]
+        log_probs = logits - logits.max(axis=1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        attention = _softmax(h @ fx["Wa"]) if fx["Wa"].shape[1] else np.zeros((len(h), 0))
+        return [log_probs, h, t + 1, rows, attention]
+
+    return start, step
+
+
+def _decode_loop(fx):
+    """decode_loop on the stand-in captioner, choosing greedily or by inverse-CDF draws from the
+    case's uniform numbers u (one row per call of choose); the Decoded as padded arrays."""
+    from dlmie.captioning.decode import decode_loop
+
+    start, step = stand_in_captioner(fx)
+    max_length, calls = int(fx["max_length"]), []
+
+    def choose(log_probs):
+        if not bool(fx["sampled"]):
+            return np.argmax(log_probs, axis=1)
+        cdf = np.cumsum(np.exp(log_probs), axis=1)
+        u = fx["u"][min(len(calls), len(fx["u"]) - 1)]
+        calls.append(1)
+        return np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), cdf.shape[1] - 1)
+
+    decoded = decode_loop(start, step, fx["features"].copy(), max_length, choose)
+    n, regions = len(fx["features"]), fx["Wa"].shape[1]
+    words = np.full((n, max_length), -1)
+    attention = np.full((n, max_length, regions), -1.0)
+    for i, w in enumerate(decoded.words):
+        words[i, : len(w)] = w
+        if decoded.attention is not None:
+            attention[i, : len(decoded.attention[i])] = decoded.attention[i]
+    return {"words": words, "length": np.array([len(w) for w in decoded.words]), "log_prob": decoded.log_prob,
+            "attention": attention, "no_attention": np.array(decoded.attention is None)}
+
+
 _ATTEND_PARAMS = ("att.Wh", "att.w", "gate.w", "gate.b")
 
 
@@ -677,6 +729,40 @@ def _attend(fx):
     z, alpha = _compile(build, inputs)
     return {"z": z, "alpha": alpha}
 
+
+def _soft_attention_forward(fx):
+    from dlmie.models.show_attend_tell import soft_attention_forward
+
+    z, alpha, hidden = soft_attention_forward(*(fx[k].copy() for k in ("annotations", "projected", "h_prev", "Wh", "w")))
+    return {"z": z, "alpha": alpha, "hidden": hidden}
+
+
+_SOFT_ATTENTION_INPUTS = ("annotations", "projected", "h_prev", "Wh", "w")
+
+
+def _soft_attention_backward(fx):
+    from dlmie.models.show_attend_tell import soft_attention_backward
+
+    grads = soft_attention_backward(*(fx[k].copy() for k in ("dz", "dalpha", "annotations", "alpha", "hidden",
+                                                               "h_prev", "Wh", "w")))
+    return {f"d{k}": g for k, g in zip(_SOFT_ATTENTION_INPUTS, grads)}
+
+
+def _soft_attention_backward_gradient(fx):
+    """soft_attention_backward against centered differences of soft_attention_forward's
+    sum(z dz) + sum(alpha dalpha)."""
+    from dlmie.gradcheck import numerical_gradient, rel_error
+    from dlmie.models.show_attend_tell import soft_attention_forward
+
+    values = {k: fx[k].copy() for k in _SOFT_ATTENTION_INPUTS}
+    _, alpha, hidden = soft_attention_forward(*values.values())
+    grads = _soft_attention_backward({**fx, "alpha": alpha, "hidden": hidden})
+
+    def loss():
+        z, alpha, _ = soft_attention_forward(*values.values())
+        return float((z * fx["dz"]).sum() + (alpha * fx["dalpha"]).sum())
+
+    return {k: rel_error(grads[f"d{k}"], numerical_gradient(loss, values[k])) for k in _SOFT_ATTENTION_INPUTS}
 
 def _penalty_build(fx):
     from dlmie.models.show_attend_tell import doubly_stochastic_penalty
@@ -994,12 +1080,51 @@ def _beam(n, k, v, first):
     return make
 
 
+def _decoding(n, regions, max_length, ends, sampled=False):
+    """A stand-in captioner (see stand_in_captioner) of V = 7 words whose caption i ends at step
+    ends[i] (a large <END> bias there, a large negative one before; None: never ends)."""
+    def make(r):
+        h, d, v = 5, 4, 7
+        end_bias = np.full((n, max_length + 1), -30.0)
+        for i, t in enumerate(ends):
+            if t is not None:
+                end_bias[i, t:] = 30.0
+        return {"features": r.standard_normal((n, d)), "Wi": r.standard_normal((d, h)),
+                "Wh": r.standard_normal((h, h)), "E": 2 * r.standard_normal((v, h)),
+                "Wo": 3 * r.standard_normal((h, v)), "Wa": r.standard_normal((h, regions)), "end_bias": end_bias,
+                "max_length": max_length, "sampled": sampled, "u": r.uniform(0.05, 0.95, (max_length, n))}
+    return make
+
+
 def _attention(n, l, gate):
     def make(r):
         d, h, a = 4, 3, 6
         return {"annotations": r.standard_normal((n, l, d)), "projected": r.standard_normal((n, l, a)),
                 "h_prev": r.standard_normal((n, h)), "att.Wh": r.standard_normal((h, a)), "att.w": r.standard_normal(a),
                 "gate.w": r.standard_normal(h), "gate.b": np.array(r.uniform(-1, 1)), "gate": gate}
+    return make
+
+
+def _soft_attention(n, l, scale=1.0):
+    """Soft attention's inputs: D = 4, H = 3, A = 5; w scaled by `scale` (large scores: the softmax
+    must not overflow)."""
+    def make(r):
+        d, h, a = 4, 3, 5
+        return {"annotations": r.standard_normal((n, l, d)), "projected": 0.5 * r.standard_normal((n, l, a)),
+                "h_prev": r.standard_normal((n, h)), "Wh": 0.5 * r.standard_normal((h, a)), "w": scale * r.standard_normal(a),
+                "dz": r.standard_normal((n, d)), "dalpha": r.standard_normal((n, l))}
+    return make
+
+
+def _soft_attention_grads(n, l):
+    """Soft attention's backward inputs: the forward's inputs, the upstream gradients, and alpha
+    and hidden from the solution's forward (what the lower part would have given)."""
+    def make(r):
+        from dlmie.models.show_attend_tell import soft_attention_forward
+
+        inputs = _soft_attention(n, l)(r)
+        _, alpha, hidden = soft_attention_forward(*(inputs[k] for k in _SOFT_ATTENTION_INPUTS))
+        return {**inputs, "alpha": alpha, "hidden": hidden}
     return make
 
 
@@ -1207,6 +1332,15 @@ PARTS = {p.name: p for p in (
              _captioner(3, [[1, 4, 5, 6, 2, 0], [1, 7, 2, 0, 0, 0], [1, 8, 8, 4, 5, 2]])),
         Case("short", 4, "N = 2, captions of one word or none", _captioner(2, [[1, 3, 2], [1, 2, 0]])),
     ), stand_ins={"dlmie.rnn.lstm": stand_in_lstm, "dlmie.layers.temporal_softmax_loss": stand_in_temporal_softmax_loss}),
+    Part("decode_loop", "06_show_and_tell", _decode_loop, 1e-8, (
+        Case("greedy", 3, "N = 3, greedy, attention over 4 regions; captions end at steps 2, 4, and never",
+             _decoding(3, 4, 6, (2, 4, None))),
+        Case("end_first", 2, "N = 2, no attention; one caption is <END> at the first step",
+             _decoding(2, 0, 5, (0, 3))),
+        Case("max_length", 1, "N = 2, no caption ends: both cut at max_length = 3", _decoding(2, 3, 3, (None, None))),
+        Case("one_sampled", 2, "N = 1, words drawn by choose from its own random numbers", _decoding(1, 2, 6, (3,), True)),
+        Case("bad_max_length", 1, "max_length = 0: a ValueError", _decoding(1, 2, 0, (None,)), ERROR, error="ValueError"),
+    )),
     Part("beam_step", "06_show_and_tell", _beam_step, 1e-8, (
         Case("first_step", 2, "the first step: one live beam per image", _beam(2, 3, 7, True)),
         Case("with_finished", 2, "some beams finished", _beam(2, 3, 7, False)),
@@ -1222,6 +1356,17 @@ PARTS = {p.name: p for p in (
         Case("empty_caption", 1, "a caption of no word", _penalty(3, 4, 5, True)),
         Case("gradient", 1, "gradient of alpha; N = 2, T = 3, L = 4", _penalty(2, 3, 4, False), GRADIENT),
     ), backward=_doubly_stochastic_penalty_backward, gradient=_doubly_stochastic_penalty_gradient),
+    Part("soft_attention_forward", "07_show_attend_tell", _soft_attention_forward, 1e-8, (
+        Case("random", 2, "N = 3, L = 5 regions", _soft_attention(3, 5)),
+        Case("large_scores", 1, "scores in the thousands: a softmax that does not overflow", _soft_attention(2, 4, 2000.0)),
+        Case("one_region", 1, "N = 1, one region", _soft_attention(1, 1)),
+    )),
+    Part("soft_attention_backward", "07_show_attend_tell", _soft_attention_backward, 1e-8, (
+        Case("random", 3, "N = 3, L = 5 regions", _soft_attention_grads(3, 5)),
+        Case("one_region", 1, "N = 1, one region (alpha = 1)", _soft_attention_grads(1, 1)),
+        Case("gradient", 4, "gradients of annotations, projected, h_prev, Wh, w; N = 2, L = 3",
+             _soft_attention_grads(2, 3), GRADIENT),
+    ), backward=_soft_attention_backward, gradient=_soft_attention_backward_gradient, gradient_tolerance=1e-5),
     Part("attention_maps", "08_attention_maps", _attention_maps, 1e-5, (
         Case("wide_grid", 1, "a 2 x 3 grid onto a 5 x 7 image", _maps((2, 3), (5, 7))),
         Case("one_region", 1, "a 1 x 1 grid", _maps((1, 1), (3, 4))),

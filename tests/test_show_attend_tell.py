@@ -185,3 +185,52 @@ def test_committed_vgg16_model_attends_over_the_14_by_14_conv5_3_grid():
     grid = np.random.default_rng(0).random((2, regions, channels), np.float32)
     decoded = captioner.caption(grid, beam_size=2)
     assert [a.shape for a in decoded.attention] == [(len(w) + 1, regions) for w in decoded.words]
+
+
+def _soft_attention_inputs(n, l, seed):
+    r = np.random.default_rng(seed)
+    d, h, a = 4, 3, 5
+    return {"annotations": r.standard_normal((n, l, d)), "projected": r.standard_normal((n, l, a)),
+            "h_prev": r.standard_normal((n, h)), "Wh": r.standard_normal((h, a)), "w": r.standard_normal(a)}
+
+
+@pytest.mark.parametrize("n, l", [(3, 5), (1, 1), (1, 4)])
+def test_soft_attention_forward_matches_attend(n, l):
+    inputs = _soft_attention_inputs(n, l, seed=n * 10 + l)
+    z, alpha, hidden = sat.soft_attention_forward(*inputs.values())
+    variables = {k: pt.tensor(name=k, dtype="float64", shape=v.shape) for k, v in inputs.items()}
+    spec = sat.Spec(vocab_size=1, feature_dim=4, gate=False)
+    outs = sat.attend(spec, {"att.Wh": variables["Wh"], "att.w": variables["w"]},
+                      variables["annotations"], variables["projected"], variables["h_prev"])
+    z_engine, alpha_engine = pytensor.function(list(variables.values()), list(outs))(*inputs.values())
+    assert rel_error(z, z_engine) < 1e-10 and rel_error(alpha, alpha_engine) < 1e-10
+    assert hidden.shape == (n, l, 5) and np.allclose(alpha.sum(axis=1), 1)
+
+
+def test_soft_attention_forward_does_not_overflow():
+    inputs = _soft_attention_inputs(2, 4, seed=3)
+    inputs["w"] = inputs["w"] * 5000
+    z, alpha, _ = sat.soft_attention_forward(*inputs.values())
+    assert np.all(np.isfinite(z)) and np.allclose(alpha.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("n, l", [(3, 5), (1, 1), (1, 4)])
+def test_soft_attention_backward_matches_autodiff_and_finite_differences(n, l):
+    from dlmie.gradcheck import numerical_gradient
+
+    inputs = _soft_attention_inputs(n, l, seed=100 + n * 10 + l)
+    r = np.random.default_rng(l)
+    dz, dalpha = r.standard_normal((n, 4)), r.standard_normal((n, l))
+    _, alpha, hidden = sat.soft_attention_forward(*inputs.values())
+    grads = sat.soft_attention_backward(dz, dalpha, inputs["annotations"], alpha, hidden, inputs["h_prev"],
+                                        inputs["Wh"], inputs["w"])
+    engine = sat.attend_gradients(*inputs.values(), dz, dalpha)
+
+    def loss():
+        z, a, _ = sat.soft_attention_forward(*inputs.values())
+        return float((z * dz).sum() + (a * dalpha).sum())
+
+    for (name, value), mine in zip(inputs.items(), grads):
+        assert mine.shape == value.shape
+        assert rel_error(mine, engine[name]) < 1e-8, name
+        assert rel_error(mine, numerical_gradient(loss, value, h=1e-6)) < 1e-5, name

@@ -72,7 +72,8 @@ class Decoder:
         - features: (N, D) vectors or (N, L, D) grids, float32, as the model was trained on
         - max_length: at most this many words before <END>
         """
-        return self._decode_one_by_one(features, max_length, lambda log_probs: np.argmax(log_probs, axis=1))
+        return decode_loop(self.start, self.step, np.asarray(features, np.float32), max_length,
+                           lambda log_probs: np.argmax(log_probs, axis=1))
 
     def sample(self, features: np.ndarray, rng: np.random.Generator, max_length: int = 20) -> Decoded:
         """One caption per image drawn word by word from the model's distribution (multinomial
@@ -92,31 +93,7 @@ class Decoder:
             cdf = np.cumsum(probs, axis=1)
             return np.argmax(cdf > rng.random(len(cdf))[:, None] * cdf[:, -1:], axis=1)
 
-        return self._decode_one_by_one(features, max_length, draw)
-
-    def _decode_one_by_one(self, features: np.ndarray, max_length: int, choose) -> Decoded:
-        """One caption per image, each word chosen by choose((N, V) log-probabilities) -> (N,) word ids."""
-        features = np.asarray(features, np.float32)
-        n = len(features)
-        state = self.start(features)
-        words = np.full(n, START, dtype=np.int64)
-        out = np.zeros((n, max_length), dtype=np.int64)
-        maps, total = [], np.zeros(n)
-        finished = np.zeros(n, dtype=bool)
-        length = np.full(n, max_length)
-        for t in range(max_length):
-            log_probs, *state, attention = self.step(words, *state, features)
-            words = choose(log_probs)
-            total += np.where(finished, 0.0, log_probs[np.arange(n), words])
-            newly = ~finished & (words == END)
-            length[newly] = t
-            finished |= newly
-            out[:, t] = words
-            maps.append(attention)
-            if finished.all():
-                break
-        attention = _per_caption_maps(maps, length) if maps and maps[0].shape[1] else None
-        return Decoded([out[i, : length[i]].tolist() for i in range(n)], attention, total)
+        return decode_loop(self.start, self.step, np.asarray(features, np.float32), max_length, draw)
 
     def score(self, features: np.ndarray, words: list) -> np.ndarray:
         """The summed log-probability of given captions, read word by word through the step function.
@@ -189,6 +166,69 @@ class Decoder:
         return Decoded(chosen, attention, score[np.arange(n), best])
 
 
+def decode_loop(start, step, features: np.ndarray, max_length: int, choose) -> Decoded:
+    """Decode one caption per image word by word: the loop behind greedy decoding and sampling.
+
+    The captioner reads the image, start: features -> state_0, then at every step t = 0, 1, ...
+    reads the previous word y_{t-1} (y_{-1} = <START>, the id START) and gives the distribution
+    of the next one, and a word is chosen from it:
+
+        step: (y_{t-1}, state_t, features) -> (log p_t, state_{t+1}, attention_t)
+        choose: log p_t -> y_t
+
+    Caption i ends at the first step t_i where y_t = <END> (the id END): its words are
+    y_0 ... y_{t_i - 1} and its log-probability is sum over t <= t_i of log p_t(y_t), <END>
+    included. A caption that has not ended after max_length steps is cut there: its words are
+    all max_length chosen words and its log-probability their sum. Nothing chosen after a
+    caption's <END> counts for it. The loop stops as soon as every caption has ended, or after
+    max_length steps.
+
+    Inputs:
+    - start: callable, features -> list of state arrays (each with N rows)
+    - step: callable, (words (N,) int64, *state, features) -> list
+      [log_probs (N, V), *new state, attention (N, L)], L = 0 for a model without attention
+    - features: (N, D) or (N, L, D), handed to start and step as they are
+    - max_length: the most words a caption gets before <END>, an int >= 1
+    - choose: callable, (N, V) log-probabilities -> (N,) int word ids; called exactly once per
+      step, on all N rows, finished or not (a sampler draws its random numbers in that order)
+    Returns a Decoded with:
+    - words: N lists of int word ids, without <START> and <END>
+    - attention: None when L = 0; otherwise N arrays, caption i's of shape (t_i + 1, L): the
+      maps of its steps through its <END> (max_length rows for a caption that was cut)
+    - log_prob: (N,) float64, each caption's summed log-probability as above
+    Raises:
+    - ValueError, "max_length must be at least 1, got ...", when max_length < 1
+    """
+    ### BEGIN SOLUTION
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    n = len(features)
+    state = list(start(features))
+    words = np.full(n, START, dtype=np.int64)
+    chosen, maps = [], []
+    total = np.zeros(n)
+    finished = np.zeros(n, dtype=bool)
+    length = np.full(n, max_length)
+    for t in range(max_length):
+        log_probs, *state, attention = step(words, *state, features)
+        words = np.asarray(choose(log_probs), dtype=np.int64)
+        total += np.where(finished, 0.0, log_probs[np.arange(n), words])
+        ended = ~finished & (words == END)
+        length[ended] = t
+        finished |= ended
+        chosen.append(words)
+        maps.append(attention)
+        if finished.all():
+            break
+    chosen = np.stack(chosen, axis=1)
+    attention = None
+    if maps[0].shape[1]:
+        maps = np.stack(maps, axis=1)
+        attention = [maps[i, : length[i] + 1] for i in range(n)]
+    return Decoded([chosen[i, : length[i]].tolist() for i in range(n)], attention, total)
+    ### END SOLUTION
+
+
 def beam_step(score: np.ndarray, log_probs: np.ndarray, finished: np.ndarray) -> tuple:
     """One step of beam search: the K best one-word continuations of each image's K beams.
 
@@ -203,12 +243,14 @@ def beam_step(score: np.ndarray, log_probs: np.ndarray, finished: np.ndarray) ->
     - score: (N, K) float, the new beams' scores, highest first
     - beam: (N, K) int, the current beam each new beam extends
     - words: (N, K) int, the word it appends
-    Ties are broken in favour of the lower candidate index beam * V + word (a stable sort).
+    Candidate c = beam * V + word of an image scores
+
+        score[beam] + log_probs[beam, word]     for an unfinished beam
+        score[beam] + (0 if word is <END> else -inf)   for a finished one (<END> is the id END)
+
+    and ties are broken in favour of the lower c. The caller's arrays are left unchanged.
     """
     n, k, vocab_size = log_probs.shape
-    # Leave the caller's log_probs unchanged (np.where makes a new array). <END> is the word id END.
-    # Flatten each image's candidates to (N, K * V): candidate beam * V + word. np.argsort with
-    # kind="stable" on the negated scores sorts highest first and keeps ties in index order.
     ### BEGIN SOLUTION
     log_probs = np.where(finished[..., None], -np.inf, log_probs)
     log_probs[..., END] = np.where(finished, 0.0, log_probs[..., END])
@@ -217,8 +259,3 @@ def beam_step(score: np.ndarray, log_probs: np.ndarray, finished: np.ndarray) ->
     return np.take_along_axis(candidates, best, axis=1), best // vocab_size, best % vocab_size
     ### END SOLUTION
 
-
-def _per_caption_maps(maps: list, length: np.ndarray) -> list:
-    """Per-step (N, L) attention maps -> per caption (words + 1, L), through its <END>."""
-    stacked = np.stack(maps, axis=1)  # (N, steps, L)
-    return [stacked[i, : length[i] + 1] for i in range(len(length))]

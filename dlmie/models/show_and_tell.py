@@ -63,26 +63,31 @@ def init_params(spec: Spec, seed: int = 0, dtype="float32") -> dict:
 
 
 def show_and_tell_loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, weights=None):
-    """The teacher-forced training loss (the module's `loss`).
+    """The teacher-forced training loss (the module's `loss`), Vinyals et al. 2015, section 3.1.
+
+    With S = captions[:, :-1] the words read and y = captions[:, 1:] the words to predict:
+
+        x_{-1} = f W_I + b_I                 the image (img.W, img.b), the LSTM's first input
+        x_t    = W_e[S_t]                    t = 0 .. T-1, the rows of embed.W
+        h_{-1}, h_0, ..., h_{T-1}           the LSTM of notebook 05 over those T + 1 inputs
+                                             (lstm.Wx, lstm.Wh, lstm.b), from h = c = 0
+        s_t    = drop h_t W_o + b_o          t = 0 .. T-1 (out.W, out.b): the image step predicts nothing;
+                                             drop is dropout at the Spec's rate, on only when train
+        loss   = 1/N sum_n w_n sum_t m_nt (-log softmax_v s_nt)[y_nt],   m_nt = 1 if y_nt != <NULL> (id 0) else 0
 
     Inputs:
     - spec: the `Spec`; params: name -> symbolic (or shared) weights, named as in the module docstring
-    - features: (N, D) image vectors
-    - captions: (N, T + 1) int: <START> w_1 ... w_k <END> <NULL> ...; the model reads
-      captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets
+    - features: (N, D) image vectors f
+    - captions: (N, T + 1) int: <START> w_1 ... w_k <END> <NULL> ...
     - train: dropout on (True) or off
-    - rng: a shared generator for dropout (pt.random.shared_rng), needed when train and dropout > 0
-    - weights: (N,) how much each caption's cross-entropy counts (self-critical training), or None for 1 each
+    - rng: a shared generator of the dropout masks, a pt.random.shared_rng, needed when train and dropout > 0
+    - weights: (N,) w_n, how much each caption's cross-entropy counts (self-critical training),
+      or None for 1 each
     Returns a tuple of:
     - loss: scalar, summed over time and averaged over the minibatch (cs231n's convention)
-    - updates: the dropout generator's update (L.dropout's)
+    - updates: the dropout generator's update (an empty list when dropout is off)
     """
     words_in, words_out = captions[:, :-1], captions[:, 1:]
-    # The LSTM reads T + 1 inputs: the projected image x_{-1} = L.affine(features, img.W, img.b),
-    # then the embedded words (L.word_embedding). h_0 = 0 and c_0 = 0 (rnn.lstm's default c0).
-    # The image step predicts nothing: score the hidden states of the word steps only, after
-    # L.dropout(h, spec.dropout, rng, train), with L.temporal_affine (out.W, out.b). <NULL> is
-    # word 0: the mask is pt.neq(words_out, 0); L.temporal_softmax_loss (passing `weights` on) does the rest.
     ### BEGIN SOLUTION
     image = L.affine(features, params["img.W"], params["img.b"])  # (N, E)
     inputs = pt.concatenate([image.dimshuffle(0, "x", 1), L.word_embedding(words_in, params["embed.W"])], axis=1)

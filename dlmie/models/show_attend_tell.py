@@ -93,26 +93,24 @@ def project_annotations(params: dict, annotations):
 
 
 def attend(spec: Spec, params: dict, annotations, projected, h_prev):
-    """Soft attention for one step, symbolic.
+    """Soft attention for one step, symbolic (Xu et al. 2015, sections 3.1.2 and 4.2, with the
+    gating scalar beta of section 4.2.1):
 
-    e_i = w_att . tanh(projected_i + h_prev W_h), alpha = softmax_i(e), and the context
-    z = beta * sum_i alpha_i a_i with the gate beta = sigmoid(w_beta . h_prev + b_beta) when
-    spec.gate is on (beta = 1 when it is off).
+        u_i = projected_i + h_prev W_h        e_i = w_att · tanh u_i        alpha = softmax over i of e
+        beta = σ(w_beta · h_prev + b_beta)     (beta = 1 when spec.gate is off)
+        z = beta sum_i alpha_i a_i
+
+    for every image of the minibatch (u: (N, L, A); e, alpha: (N, L); beta: (N,); z: (N, D)).
+
     Inputs:
-    - spec: the `Spec` (its `gate`); params: name -> weights, of which att.Wh (H, A), att.w (A,),
-      gate.w (H,), gate.b () are read
-    - annotations: (N, L, D) the regions a_i; projected: (N, L, A) = annotations W_a + b_att (computed once)
+    - spec: the model's Spec (its gate); params: name -> weights, of which att.Wh (H, A) = W_h,
+      att.w (A,) = w_att, gate.w (H,) = w_beta, gate.b () = b_beta are read
+    - annotations: (N, L, D) the regions a_i; projected: (N, L, A) = a_i W_a + b_att (computed once)
     - h_prev: (N, H)
     Returns a tuple of:
-    - z: (N, D) the gated context beta * sum_i alpha_i a_i
+    - z: (N, D) the gated context
     - alpha: (N, L) attention weights, non-negative, summing to 1 over the regions (before the gate)
     """
-    # L.tanh, pt.special.softmax(..., axis=1) and pt.sigmoid are the nonlinearities; dimshuffle
-    # (0, "x", 1) broadcasts an (N, A) term over the L regions.
-    # Scale the weights by beta rather than the context (the same z): beta's gradient then needs no
-    # second product with the annotations. Write sum_i w_i a_i as a batched product, pt.matmul of
-    # (N, 1, L) and (N, L, D), which is N BLAS calls forward and backward, not an (N, L, D)
-    # broadcast product and its reduction.
     ### BEGIN SOLUTION
     scores = pt.dot(L.tanh(projected + pt.dot(h_prev, params["att.Wh"]).dimshuffle(0, "x", 1)), params["att.w"])
     alpha = pt.special.softmax(scores, axis=1)
@@ -122,6 +120,86 @@ def attend(spec: Spec, params: dict, annotations, projected, h_prev):
     z = pt.matmul(weights.dimshuffle(0, "x", 1), annotations)[:, 0]
     return z, alpha
     ### END SOLUTION
+
+
+def soft_attention_forward(annotations: np.ndarray, projected: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray,
+                           w: np.ndarray) -> tuple:
+    """Soft attention for one step in NumPy, without the gate (Xu et al. 2015, section 4.2,
+    deterministic "soft" attention; `attend` computes the same with spec.gate off):
+
+        u_i = projected_i + h_prev W_h        s_i = tanh u_i        e_i = w · s_i
+        alpha_i = exp e_i / sum_j exp e_j     z = sum_i alpha_i a_i
+
+    for every image n of the minibatch (u, s: (N, L, A); e, alpha: (N, L); z: (N, D)). The
+    softmax must not overflow for large scores e.
+
+    Inputs:
+    - annotations: (N, L, D) the regions a_i
+    - projected: (N, L, A) = a_i W_a + b_att, the part of u that does not depend on h_prev
+    - h_prev: (N, H) the decoder's previous hidden state
+    - Wh: (H, A); w: (A,)
+    Returns a tuple of:
+    - z: (N, D) the context
+    - alpha: (N, L) the attention weights
+    - hidden: (N, L, A) the activations s = tanh u, which the backward pass reads
+    """
+    ### BEGIN SOLUTION
+    hidden = np.tanh(projected + (h_prev @ Wh)[:, None, :])
+    scores = hidden @ w
+    scores = scores - scores.max(axis=1, keepdims=True)
+    alpha = np.exp(scores)
+    alpha /= alpha.sum(axis=1, keepdims=True)
+    z = np.einsum("nl,nld->nd", alpha, annotations)
+    return z, alpha, hidden
+    ### END SOLUTION
+
+
+def soft_attention_backward(dz: np.ndarray, dalpha: np.ndarray, annotations: np.ndarray, alpha: np.ndarray,
+                            hidden: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray, w: np.ndarray) -> tuple:
+    """The backward pass of `soft_attention_forward`, derived by hand.
+
+    Given a loss ℓ and its upstream gradients dz = ∂ℓ/∂z (N, D) and dalpha = ∂ℓ/∂alpha (N, L)
+    (alpha is an output too: the doubly stochastic penalty reads it), compute the gradients of ℓ
+    with respect to every input of the forward pass. alpha reaches ℓ directly and through z, and
+    the softmax couples the L regions of an image; W_h and w are shared by all images and regions.
+
+    Inputs:
+    - dz: (N, D); dalpha: (N, L)
+    - annotations: (N, L, D); alpha: (N, L) and hidden: (N, L, A), as the forward pass returned them
+    - h_prev: (N, H); Wh: (H, A); w: (A,)
+    Returns a tuple of:
+    - d_annotations: (N, L, D)
+    - d_projected: (N, L, A)
+    - d_h_prev: (N, H)
+    - dWh: (H, A)
+    - dw: (A,)
+    """
+    ### BEGIN SOLUTION
+    d_annotations = alpha[:, :, None] * dz[:, None, :]
+    d_alpha = dalpha + np.einsum("nld,nd->nl", annotations, dz)
+    d_scores = alpha * (d_alpha - (alpha * d_alpha).sum(axis=1, keepdims=True))
+    dw = np.einsum("nl,nla->a", d_scores, hidden)
+    d_projected = d_scores[:, :, None] * w * (1 - hidden ** 2)
+    d_hidden_h = d_projected.sum(axis=1)
+    return d_annotations, d_projected, d_hidden_h @ Wh.T, h_prev.T @ d_hidden_h, dw
+    ### END SOLUTION
+
+
+def attend_gradients(annotations, projected, h_prev, Wh, w, dz, dalpha) -> dict:
+    """The engine's gradients of sum(z dz) + sum(alpha dalpha) through the symbolic `attend`
+    (gate off), in float64: what `soft_attention_backward` computes by hand, for comparison.
+    Returns name -> gradient for annotations, projected, h_prev, Wh, w."""
+    from dlmie import compile_cache
+
+    names = ("annotations", "projected", "h_prev", "Wh", "w")
+    values = [np.asarray(v, np.float64) for v in (annotations, projected, h_prev, Wh, w)]
+    variables = [pt.tensor(name=n, dtype="float64", shape=v.shape) for n, v in zip(names, values)]
+    spec = Spec(vocab_size=1, feature_dim=values[0].shape[2], gate=False)
+    params = {"att.Wh": variables[3], "att.w": variables[4]}
+    z, alpha = attend(spec, params, *variables[:3])
+    cost = pt.sum(z * pt.constant(np.asarray(dz, np.float64))) + pt.sum(alpha * pt.constant(np.asarray(dalpha, np.float64)))
+    grads = compile_cache.function(variables, pytensor.grad(cost, variables))(*values)
+    return dict(zip(names, grads))
 
 
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
@@ -253,15 +331,16 @@ def loss(spec: Spec, params: dict, features, captions, train: bool, rng=None, re
 
 
 def doubly_stochastic_penalty(alpha, mask, weight: float):
-    """Xu et al.'s doubly stochastic regularization, symbolic: lambda * mean_n sum_i (1 - sum_t mask_nt alpha_nti)^2.
+    """Xu et al.'s doubly stochastic regularization (section 4.2.1), symbolic:
+
+        penalty = lambda · 1/N sum_n sum_i (1 - sum_t mask_nt alpha_nti)²
 
     Inputs:
     - alpha: (N, T, L) attention weights; mask: (N, T) 1 at real words, 0 at padding (alpha's dtype)
     - weight: lambda, a Python float
-    Returns a symbolic scalar.
+    Returns a symbolic scalar of alpha's dtype (lambda too must be of alpha's dtype: a Python float
+    would round through float32 in a float64 graph).
     """
-    # L.scalar(weight, alpha.dtype) makes lambda a constant of alpha's dtype (a bare Python float
-    # would round through float32 in a float64 graph).
     ### BEGIN SOLUTION
     coverage = (alpha * mask.dimshuffle(0, 1, "x")).sum(axis=1)  # (N, L): sum_t alpha_ti
     return L.scalar(weight, alpha.dtype) * pt.sqr(1 - coverage).sum(axis=1).mean()

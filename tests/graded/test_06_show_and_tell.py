@@ -17,6 +17,31 @@ def test_show_and_tell_loss_short():
     assert_case("show_and_tell_loss", "short")
 
 
+@pytest.mark.graded(part="decode_loop", points=3)
+def test_decode_loop_greedy():
+    assert_case("decode_loop", "greedy")
+
+
+@pytest.mark.graded(part="decode_loop", points=2)
+def test_decode_loop_end_first():
+    assert_case("decode_loop", "end_first")
+
+
+@pytest.mark.graded(part="decode_loop", points=1)
+def test_decode_loop_max_length():
+    assert_case("decode_loop", "max_length")
+
+
+@pytest.mark.graded(part="decode_loop", points=2)
+def test_decode_loop_one_sampled():
+    assert_case("decode_loop", "one_sampled")
+
+
+@pytest.mark.graded(part="decode_loop", points=1)
+def test_decode_loop_bad_max_length():
+    assert_case("decode_loop", "bad_max_length")
+
+
 @pytest.mark.graded(part="beam_step", points=2)
 def test_beam_step_first_step():
     assert_case("beam_step", "first_step")

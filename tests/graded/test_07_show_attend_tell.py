@@ -35,3 +35,33 @@ def test_doubly_stochastic_penalty_empty_caption():
 @pytest.mark.graded(part="doubly_stochastic_penalty", points=1)
 def test_doubly_stochastic_penalty_gradient():
     assert_case("doubly_stochastic_penalty", "gradient")
+
+
+@pytest.mark.graded(part="soft_attention_forward", points=2)
+def test_soft_attention_forward_random():
+    assert_case("soft_attention_forward", "random")
+
+
+@pytest.mark.graded(part="soft_attention_forward", points=1)
+def test_soft_attention_forward_large_scores():
+    assert_case("soft_attention_forward", "large_scores")
+
+
+@pytest.mark.graded(part="soft_attention_forward", points=1)
+def test_soft_attention_forward_one_region():
+    assert_case("soft_attention_forward", "one_region")
+
+
+@pytest.mark.graded(part="soft_attention_backward", points=3)
+def test_soft_attention_backward_random():
+    assert_case("soft_attention_backward", "random")
+
+
+@pytest.mark.graded(part="soft_attention_backward", points=1)
+def test_soft_attention_backward_one_region():
+    assert_case("soft_attention_backward", "one_region")
+
+
+@pytest.mark.graded(part="soft_attention_backward", points=4)
+def test_soft_attention_backward_gradient():
+    assert_case("soft_attention_backward", "gradient")
