@@ -1366,7 +1366,8 @@ PARTS = {p.name: p for p in (
         Case("one_region", 1, "N = 1, one region (alpha = 1)", _soft_attention_grads(1, 1)),
         Case("gradient", 4, "gradients of annotations, projected, h_prev, Wh, w; N = 2, L = 3",
              _soft_attention_grads(2, 3), GRADIENT),
-    ), backward=_soft_attention_backward, gradient=_soft_attention_backward_gradient, gradient_tolerance=1e-5),
+    ), backward=_soft_attention_backward, gradient=_soft_attention_backward_gradient, gradient_tolerance=1e-5,
+         derived=True),
     Part("attention_maps", "08_attention_maps", _attention_maps, 1e-5, (
         Case("wide_grid", 1, "a 2 x 3 grid onto a 5 x 7 image", _maps((2, 3), (5, 7))),
         Case("one_region", 1, "a 1 x 1 grid", _maps((1, 1), (3, 4))),
