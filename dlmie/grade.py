@@ -110,8 +110,10 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        answers = out.with_name(out.stem + "_answers")
         print(f"wrote {out} ({len(grades)} submission{'s' * (len(grades) != 1)} graded; logs in "
-              f"{out.with_name(out.stem + '_logs')}, feedback for the students in {out.with_name(out.stem + '_feedback')})")
+              f"{out.with_name(out.stem + '_logs')}, feedback for the students in {out.with_name(out.stem + '_feedback')}"
+              + (f", the inline questions' answers to grade by hand in {answers}" if answers.is_dir() else "") + ")")
         return 0
 
     if args.similarity is not None:
