@@ -277,10 +277,13 @@ def test_broken_submissions(graded):
     assert rows["b_in_a_folder"]["score"] == str(full) and rows["b_in_a_folder"]["status"] == "no_notebooks"
     r = rows["b_not_a_zip"]
     assert (r["score"], r["status"], r["reason"]) == ("0", "not_a_zip", "b_not_a_zip.zip is not a zip file")
+    # The line of the solution's "return resize_bilinear(" in attention_maps, which b_syntax_error breaks.
+    broken_line = next(n for n, line in enumerate(c.solution_files[TARGET].splitlines(), 1)
+                       if "return resize_bilinear(" in line)
     for student, status, reason in [
         ("b_missing_file", "missing_files", f"not in the zip, graded as unfinished: {TARGET}"),
         ("b_misnamed", "ignored_files", "ignored: attention.py, dlmie/Layers.py"),
-        ("b_syntax_error", "syntax_error", f"{TARGET} line 34: invalid syntax; graded with the handout's version"),
+        ("b_syntax_error", "syntax_error", f"{TARGET} line {broken_line}: invalid syntax; graded with the handout's version"),
         ("b_absent_import", "import_error", "No module named 'no_such_module_dlmie'"),
     ]:
         r = rows[student]
