@@ -149,11 +149,13 @@ class BatchNormTrain(_BatchNormOp):
             dx, dgamma, dbeta = pt.zeros_like(x), pt.zeros_like(gamma), pt.zeros_like(beta)
         else:
             dx, dgamma, dbeta = BatchNormGrad(self.eps)(x, gamma, mean, var, g_out)
-        m = pt.cast(x.size // x.shape[1], x.dtype)
-        if not isinstance(g_mean.type, DisconnectedType):
-            dx = dx + _bn_per_channel(g_mean, x.ndim) / m
-        if not isinstance(g_var.type, DisconnectedType):
-            dx = dx + _bn_per_channel(g_var * 2, x.ndim) * (x - _bn_per_channel(mean, x.ndim)) / m
+        # Where mean or var get a gradient of their own, it reaches x through PyTensor's
+        # gradients of the same statistics.
+        axes = _bn_axes(x.ndim)
+        direct = [(g, stat) for g, stat in ((g_mean, x.mean(axis=axes)), (g_var, x.var(axis=axes)))
+                  if not isinstance(g.type, DisconnectedType)]
+        if direct:
+            dx = dx + pytensor.grad(sum((g * stat).sum() for g, stat in direct), x)
         return [dx, dgamma, dbeta]
 
     def _c_code(self, kernel, inputs, outputs, params, fail):
