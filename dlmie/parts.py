@@ -219,9 +219,9 @@ def _batchnorm_backward_staged(fx):
 
 def _engine_batchnorm(shape, eps):
     """The engine's training-mode batch norm for float64 input of `shape`: a function
-    (x, gamma, beta) -> out. Built from PyTensor's own ops (`dlmie.layers.batchnorm` with the
-    batch's statistics), not from `dlmie.kernels.BatchNormTrain`, which in the student handout
-    computes with the student's batchnorm_forward."""
+    (x, gamma, beta) -> out. Built from PyTensor's own ops (`dlmie.layers.batchnorm` without its
+    kernel), not from `dlmie.kernels.BatchNormTrain`, which in the student handout computes with
+    the student's batchnorm_forward."""
     import pytensor.tensor as pt
 
     from dlmie import compile_cache
@@ -229,8 +229,8 @@ def _engine_batchnorm(shape, eps):
 
     x = pt.tensor("x", dtype="float64", shape=tuple(shape))
     gamma, beta = (pt.tensor(name, dtype="float64", shape=(shape[1],)) for name in ("gamma", "beta"))
-    axes = (0,) if len(shape) == 2 else (0, 2, 3)
-    out, _ = batchnorm(x, gamma, beta, x.mean(axis=axes), x.var(axis=axes), train=False, eps=float(eps))
+    zeros = np.zeros(shape[1])  # running statistics: their updates are not used
+    out, _ = batchnorm(x, gamma, beta, zeros, zeros, train=True, eps=float(eps), kernel=False)
     return compile_cache.function([x, gamma, beta], out)
 
 
