@@ -109,8 +109,8 @@ class BatchNormTrain(_BatchNormOp):
     - x: (N, C) or (N, C, H, W), float32 or float64, any strides
     - gamma, beta: (C,), the dtype of x
     Returns:
-    - out: like x (same shape and memory order): x normalized with the batch statistics, scaled
-      by gamma and shifted by beta
+    - out: like x (same shape, and with the C code the same memory order): x normalized with the
+      batch statistics, scaled by gamma and shifted by beta
     - mean, var: (C,), the mean and biased variance over axes (0,) or (0, 2, 3), computed in float64
     Pullback: BatchNormGrad (plus the direct terms when mean or var get a gradient).
     """
@@ -188,7 +188,7 @@ class BatchNormGrad(_BatchNormOp):
     Inputs:
     - x: (N, C) or (N, C, H, W); gamma, mean, var: (C,); dy: the gradient of `out`, like x
     Returns:
-    - dx: like x (same memory order), the gradient through out, mean and var
+    - dx: like x (with the C code, in the same memory order), the gradient through out, mean and var
     - dgamma, dbeta: (C,)
     Pullback: that of the same gradients written in PyTensor ops.
     """
