@@ -298,7 +298,7 @@ def global_avg_pool(x):
     return x.mean(axis=(2, 3))
 
 
-def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, eps=1e-5):
+def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, eps=1e-5, kernel=True):
     """Batch normalization (Ioffe & Szegedy 2015) for (N, D) inputs or, spatially, (N, C, H, W).
 
     Training normalizes with the statistics of the batch and returns updates that move the
@@ -313,6 +313,10 @@ def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, ep
     - train: Python bool, chooses batch or running statistics
     - momentum: weight of the old running value
     - eps: added to the variance
+    - kernel: in training, compute with the compiled `dlmie.kernels.BatchNormTrain` (for float32 and
+      float64 input whose gamma and beta have its dtype); False: with PyTensor's own ops, which
+      `pytensor.grad` differentiates op by op (an independent reference for the kernel and for a
+      hand-written backward pass)
     Returns:
     - out: same shape as x
     - updates: list of (shared_variable, new_value); empty at inference
@@ -332,7 +336,7 @@ def batchnorm(x, gamma, beta, running_mean, running_var, train, momentum=0.9, ep
     if not train:
         return normalize(running_mean, running_var), []
     gamma, beta = pt.as_tensor_variable(gamma), pt.as_tensor_variable(beta)
-    if x.dtype in ("float32", "float64") and gamma.dtype == beta.dtype == x.dtype:
+    if kernel and x.dtype in ("float32", "float64") and gamma.dtype == beta.dtype == x.dtype:
         # The same arithmetic as the lines below, as one compiled op (and one for its gradient):
         # PyTensor's own reductions and fused elementwise loops for these took longer than the
         # convolutions' GEMMs in a conv net's training step. See dlmie.kernels.BatchNormTrain.

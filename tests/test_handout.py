@@ -92,6 +92,8 @@ def test_duplicate_part_names_are_refused(tmp_path):
         ("dlmie/benchmarks/references.py", False),
         ("dlmie/bench.py", False),
         ("dlmie/rnn.py", True),
+        ("dlmie/kernels/batchnorm_c.py", False),
+        ("dlmie/kernels/batchnorm.py", True),
         ("dlmie/models/weights/show_and_tell.npz", True),
         ("docs/teaching.md", False),
         ("docs/figures/01_saliency.png", True),

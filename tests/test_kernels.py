@@ -205,7 +205,7 @@ def test_batchnorm_ops_on_strided_views(mode):
 
 
 def _grad_formula(v, d, g):
-    from dlmie.kernels.batchnorm import _batchnorm_grad_graph
+    from dlmie.kernels.batchnorm_c import grad_graph as _batchnorm_grad_graph
 
     xs = v[..., ::-2]
     mean, var = xs.mean(axis=(0, 2, 3)), xs.var(axis=(0, 2, 3))
@@ -255,6 +255,107 @@ def test_batchnorm_grad_op_gradients(shape):
                                      "dy": rng.standard_normal(shape)})
     for name, err in errors.items():
         assert err < GRAD_TOL, (name, err)
+
+
+def _hide_bn_c_code(monkeypatch):
+    """Batch norm as the student handout has it: no dlmie.kernels.batchnorm_c, so the Ops run their
+    `perform`, which calls dlmie.numpy_layers (calls counted: the values must come from there)."""
+    from dlmie import numpy_layers
+    from dlmie.kernels import batchnorm
+
+    calls = {"batchnorm_forward": 0, "batchnorm_backward": 0}
+    for name in calls:
+        def counted(*args, _name=name, _original=getattr(numpy_layers, name)):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(numpy_layers, name, counted)
+    monkeypatch.setattr(batchnorm, "batchnorm_c", None)
+    return calls
+
+
+def _bn_function(shape, dtype):
+    """(x, gamma, beta, dy) -> out, mean, var, dx, dgamma, dbeta of BatchNormTrain and BatchNormGrad,
+    x read through a channel-first view for 4-D shapes (as conv2d produces)."""
+    v = pt.tensor(dtype=dtype, shape=(None,) * len(shape))
+    g, b = pt.vector(dtype=dtype), pt.vector(dtype=dtype)
+    dy = pt.tensor(dtype=dtype, shape=(None,) * len(shape))
+    view = v.dimshuffle(1, 0, 2, 3) if len(shape) == 4 else v
+    out, mean, var = BatchNormTrain(1e-5)(view, g, b)
+    return pytensor.function([v, g, b, dy], [out, mean, var, *BatchNormGrad(1e-5)(view, g, mean, var, dy)])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batchnorm_without_c_code_runs_numpy_layers(shape, dtype, monkeypatch):
+    """Without the C module, the Ops compute with the student's NumPy parts (dlmie.numpy_layers)
+    and give the C code's values, a constant channel included."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape) * 3 + 2
+    x[:, 0] = 0.75
+    gamma, beta, dy = rng.standard_normal(shape[1]), rng.standard_normal(shape[1]), rng.standard_normal(shape)
+    stored = np.ascontiguousarray(x.transpose(1, 0, 2, 3)) if x.ndim == 4 else x
+    args = [a.astype(dtype) for a in (stored, gamma, beta, dy)]
+    with_c = _bn_function(shape, dtype)(*args)
+    calls = _hide_bn_c_code(monkeypatch)
+    without_c = _bn_function(shape, dtype)(*args)
+    assert calls == {"batchnorm_forward": 1, "batchnorm_backward": 1}
+    tol = 1e-5 if dtype == "float32" else 1e-10
+    for name, got, want in zip(("out", "mean", "var", "dx", "dgamma", "dbeta"), without_c, with_c):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        assert np.max(np.abs(got - want)) <= tol * max(1.0, np.max(np.abs(want))), name
+    assert without_c[2][0] < 1e-12  # the variance of the constant channel
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 2, 3, 4)])
+def test_batchnorm_without_c_code_gradients(shape, monkeypatch):
+    """Without the C module: first derivatives through BatchNormTrain's perform and BatchNormGrad's
+    (numpy_layers), and second derivatives through BatchNormGrad's pullback, against centered
+    differences."""
+    calls = _hide_bn_c_code(monkeypatch)
+    rng = np.random.default_rng(4)  # finite differences of batch norm are touchy: the seed of the tests above
+    x, gamma, beta, dy = (rng.standard_normal(s) for s in (shape, shape[1], shape[1], shape))
+    per_channel = ("x", 0) + ("x",) * (len(shape) - 2)
+
+    def train(x, gamma, beta):
+        out, mean, var = BatchNormTrain(1e-5)(x, gamma, beta)
+        return out + 0.3 * mean.dimshuffle(per_channel) - 0.7 * var.dimshuffle(per_channel)
+
+    def grad(x, gamma, dy):
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        dx, dgamma, dbeta = BatchNormGrad(1e-5)(x, gamma, x.mean(axis=axes), x.var(axis=axes), dy)
+        return dx * 1.5 + (dgamma - 2 * dbeta).sum()
+
+    for build, values in ((train, {"x": x, "gamma": gamma, "beta": beta}), (grad, {"x": x, "gamma": gamma, "dy": dy})):
+        for name, err in check_gradients(build, values).items():
+            assert err < GRAD_TOL, (build.__name__, name, err)
+    assert calls["batchnorm_forward"] > 0 and calls["batchnorm_backward"] > 0
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 2, 3, 4)])
+def test_batchnorm_grad_graph_without_c_code_is_the_formula(shape, monkeypatch):
+    """BatchNormGrad's pullback differentiates, without the C module, a graph built by autodiff:
+    the same values and derivatives as the C module's formula, for mean and var that are NOT the
+    batch's statistics (they are independent inputs of BatchNormGrad)."""
+    from dlmie.kernels import batchnorm, batchnorm_c
+
+    rng = np.random.default_rng(5)
+    nd = len(shape)
+    values = [rng.standard_normal(shape), rng.standard_normal(shape[1]), rng.standard_normal(shape[1]),
+              rng.random(shape[1]) + 0.5, rng.standard_normal(shape)]
+    inputs = [pt.tensor(dtype="float64", shape=(None,) * nd), *(pt.dvector() for _ in range(3)),
+              pt.tensor(dtype="float64", shape=(None,) * nd)]
+    cot = [rng.standard_normal(shape), rng.standard_normal(shape[1]), rng.standard_normal(shape[1])]
+
+    def values_and_derivatives(formula):
+        outputs = list(formula(*inputs, 1e-3))
+        cost = sum((o * c).sum() for o, c in zip(outputs, cot))
+        return pytensor.function(inputs, outputs + pytensor.grad(cost, inputs))(*values)
+
+    want = values_and_derivatives(batchnorm_c.grad_graph)
+    monkeypatch.setattr(batchnorm, "batchnorm_c", None)
+    got = values_and_derivatives(batchnorm._batchnorm_grad_graph)
+    for k, (a, e) in enumerate(zip(got, want)):
+        assert rel_error(a, e) < 1e-10, k
 
 
 # ---------------------------------------------------------------- softmax cross-entropy

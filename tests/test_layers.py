@@ -9,6 +9,7 @@ import pytensor.tensor as pt
 from dlmie import layers as L
 from dlmie.benchmarks import numpy_reference as reference
 from dlmie.gradcheck import check_gradients, rel_error
+from dlmie.kernels import BatchNormTrain
 
 GRAD_TOL = 1e-6
 rng = np.random.default_rng(231)
@@ -161,8 +162,9 @@ def test_affine_and_relu():
     assert_gradients(L.relu, x=x)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("shape", [(6, 4), (4, 3, 2, 5)])
-def test_batchnorm_train_and_inference(shape):
+def test_batchnorm_train_and_inference(shape, kernel):
     x = 3 * rng.standard_normal(shape) + 2
     axes = (0,) if len(shape) == 2 else (0, 2, 3)
     d = shape[1]
@@ -170,8 +172,10 @@ def test_batchnorm_train_and_inference(shape):
     running_mean = pytensor.shared(np.zeros(d), shape=(d,))
     running_var = pytensor.shared(np.ones(d), shape=(d,))
     xv = pt.tensor(dtype="float64", shape=shape)
-    out, updates = L.batchnorm(xv, gamma, beta, running_mean, running_var, train=True, momentum=0.9)
+    out, updates = L.batchnorm(xv, gamma, beta, running_mean, running_var, train=True, momentum=0.9, kernel=kernel)
     train = pytensor.function([xv], out, updates=updates)
+    uses_kernel = any(isinstance(node.op, BatchNormTrain) for node in train.maker.fgraph.apply_nodes)
+    assert uses_kernel == kernel
     bshape = [1] * len(shape)
     bshape[1] = d
     mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -188,12 +192,12 @@ def test_batchnorm_train_and_inference(shape):
 
 
 @pytest.mark.parametrize("shape", [(5, 4), (3, 2, 3, 3)])
-@pytest.mark.parametrize("train", [True, False])
-def test_batchnorm_gradients(shape, train):
+@pytest.mark.parametrize("train, kernel", [(True, True), (True, False), (False, True)])
+def test_batchnorm_gradients(shape, train, kernel):
     d = shape[1]
     running = (np.abs(rng.standard_normal(d)), 1 + np.abs(rng.standard_normal(d)))
     assert_gradients(
-        lambda x, gamma, beta: L.batchnorm(x, gamma, beta, running[0], running[1], train=train),
+        lambda x, gamma, beta: L.batchnorm(x, gamma, beta, running[0], running[1], train=train, kernel=kernel),
         x=rng.standard_normal(shape),
         gamma=rng.standard_normal(d),
         beta=rng.standard_normal(d),

@@ -57,6 +57,8 @@ EXCLUDED = {
     "dlmie/bench.py": "the benchmark command: needs dlmie/benchmarks/",
     "dlmie/kernels/lstm_c.py": "the LSTM cell's C code spells out lstm_step_forward/backward; without it the "
                                "LSTM Ops run the student's NumPy parts",
+    "dlmie/kernels/batchnorm_c.py": "batch norm's C code spells out batchnorm_forward/backward; without it the "
+                                    "batch norm Ops run the student's NumPy parts",
     "docs/engine.md": "describes how the LSTM backward pass and the kernels compute what the parts compute",
     "docs/teaching.md": "the teacher's guide (building, grading); the student README covers the student's side",
     "runs/": "the teacher's training state; the notebooks load dlmie/models/weights/",

@@ -2,14 +2,17 @@
 
 - adam: `AdamUpdate`, one parameter's Adam step in place
 - conv: `Im2Col` and `Col2Im`, around the one GEMM of a convolution
-- batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization
+- batchnorm: `BatchNormTrain` and `BatchNormGrad`, training-mode batch normalization (their C
+  code is in batchnorm_c, their NumPy code is the assignment's batchnorm_forward and
+  batchnorm_backward)
 - cross_entropy: `SoftmaxCrossEntropy` and its gradient, the loss of every model
 - embedding: `EmbeddingGrad`, the gradient of a word-embedding lookup
 - lstm: `LSTMCell` and its gradient, the gates and cell update of an LSTM step (their C code is
   in lstm_c, their NumPy code is the assignment's lstm_step_forward and lstm_step_backward)
 
 Every Op has a C implementation (used by dlmie's C backend) and a NumPy `perform` (used by the
-Python backend, and a readable reference). They take float32 or float64 and keep the dtype.
+Python backend, and a readable reference). The student handout leaves out batchnorm_c and lstm_c:
+there, those Ops run their `perform`, the student's NumPy code. They take float32 or float64 and keep the dtype.
 The C loops run on one core: on two cores, OpenMP threads gained nothing over the OpenBLAS
 threads of the GEMMs around them (and slowed those GEMMs while they spun).
 """

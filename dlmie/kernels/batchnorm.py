@@ -1,13 +1,17 @@
-"""Training-mode batch normalization, forward and backward, as two compiled Ops.
+"""Training-mode batch normalization, forward and backward, as two PyTensor Ops.
 
 The other half of a conv block. Written with PyTensor's elementwise and reduction ops, a
 training-mode batchnorm becomes ~6 `Sum{axes=[0, 2, 3]}` reductions and a few multi-output
 Composites over full activations, forward and backward, which PyTensor's C loops run at
 4-20 ns per element (scalar, latency-bound accumulation): together more time than the
-convolution's GEMMs. These two ops do the same arithmetic in 3 (forward) and 2 (backward)
-vectorized passes over each channel. The loops run channel by channel over (image, row)
-spans, so any strides work, and contiguous image planes (NCHW, or the channel-first
-(C, N, H, W) memory that conv2d's GEMM produces) take the fast path.
+convolution's GEMMs. `BatchNormTrain` normalizes a batch with its own statistics and returns
+them (for the running averages); `BatchNormGrad` is its backward pass.
+
+Each Op computes with the NumPy functions `batchnorm_forward` and `batchnorm_backward` of
+dlmie.numpy_layers (its `perform`), and with a C loop (`dlmie.kernels.batchnorm_c`) where that
+module is present: 3 (forward) and 2 (backward) vectorized passes over each channel, channel by
+channel over (image, row) spans, so any strides work, and contiguous image planes (NCHW, or the
+channel-first (C, N, H, W) memory that conv2d's GEMM produces) take the fast path.
 """
 
 from __future__ import annotations
@@ -17,148 +21,21 @@ import numpy as np
 import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedType
+from pytensor.gradient import DisconnectedType, disconnected_grad
 from pytensor.graph.basic import Apply
 from pytensor.graph.replace import clone_replace
+from pytensor.link.c.op import COp
 from pytensor.link.c.params_type import ParamsType
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_like, alloc_vector
+from dlmie import numpy_layers
+from dlmie.kernels.common import FLOAT_DTYPES
 
-
-_BN_SUPPORT_CODE = r"""
-namespace dlmie_bn {
-
-// A 4-D view (N, C, H, W) with strides in elements; 2-D input is (N, C, 1, 1).
-template <typename T> struct View {
-    T *data; npy_intp n, c, h, w, sn, sc, sh, sw;
-};
-
-template <typename T>
-static int make_view(PyArrayObject *a, View<T> *v) {
-    const int nd = PyArray_NDIM(a);
-    const npy_intp *d = PyArray_DIMS(a), *s = PyArray_STRIDES(a);
-    npy_intp dims[4] = {d[0], d[1], nd == 4 ? d[2] : 1, nd == 4 ? d[3] : 1};
-    npy_intp st[4] = {s[0], s[1], nd == 4 ? s[2] : 0, nd == 4 ? s[3] : 0};
-    for (int k = 0; k < 4; ++k) if (st[k] % (npy_intp)sizeof(T)) return -1;
-    v->data = (T*)PyArray_DATA(a);
-    v->n = dims[0]; v->c = dims[1]; v->h = dims[2]; v->w = dims[3];
-    v->sn = st[0] / (npy_intp)sizeof(T); v->sc = st[1] / (npy_intp)sizeof(T);
-    v->sh = st[2] / (npy_intp)sizeof(T); v->sw = st[3] / (npy_intp)sizeof(T);
-    return 0;
-}
-
-// The (h, w) plane as `rows` runs of `len` elements: one run when it is contiguous.
-template <typename T>
-static inline bool plane_contiguous(const View<T> &v) {
-    return (v.w == 1 || v.sw == 1) && (v.h == 1 || v.sh == v.w);
-}
-
-// Per channel c: mean[c], var[c] (biased) and out = gamma * (x - mean) / sqrt(var + eps) + beta.
-template <typename T>
-static void forward(const View<T> &x, const T *gamma, npy_intp sg, const T *beta, npy_intp sb,
-                    double eps, View<T> &out, T *mean, npy_intp smean, T *var, npy_intp svar) {
-    const npy_intp N = x.n, C = x.c, H = x.h, W = x.w;
-    const double M = (double)(N * H * W);
-    const bool fast = plane_contiguous(x) && plane_contiguous(out);
-    const npy_intp rows = fast ? 1 : H, len = fast ? H * W : W;
-    for (npy_intp c = 0; c < C; ++c) {
-        double s = 0;
-        for (npy_intp n = 0; n < N; ++n)
-            for (npy_intp r = 0; r < rows; ++r) {
-                const T *p = x.data + n * x.sn + c * x.sc + r * x.sh;
-                if (fast) {
-                    #pragma omp simd reduction(+:s)
-                    for (npy_intp k = 0; k < len; ++k) s += p[k];
-                } else {
-                    for (npy_intp k = 0; k < len; ++k) s += p[k * x.sw];
-                }
-            }
-        const double mu = s / M;
-        const T mu_t = (T)mu;
-        double ss = 0;
-        for (npy_intp n = 0; n < N; ++n)
-            for (npy_intp r = 0; r < rows; ++r) {
-                const T *p = x.data + n * x.sn + c * x.sc + r * x.sh;
-                if (fast) {
-                    #pragma omp simd reduction(+:ss)
-                    for (npy_intp k = 0; k < len; ++k) { double d = (double)p[k] - mu; ss += d * d; }
-                } else {
-                    for (npy_intp k = 0; k < len; ++k) { double d = (double)p[k * x.sw] - mu; ss += d * d; }
-                }
-            }
-        const double v = ss / M;
-        mean[c * smean] = mu_t;
-        var[c * svar] = (T)v;
-        const T scale = (T)((double)gamma[c * sg] / sqrt((double)(T)v + eps)), shift = beta[c * sb];
-        for (npy_intp n = 0; n < N; ++n)
-            for (npy_intp r = 0; r < rows; ++r) {
-                const T *p = x.data + n * x.sn + c * x.sc + r * x.sh;
-                T *q = out.data + n * out.sn + c * out.sc + r * out.sh;
-                if (fast) {
-                    #pragma omp simd
-                    for (npy_intp k = 0; k < len; ++k) q[k] = (p[k] - mu_t) * scale + shift;
-                } else {
-                    for (npy_intp k = 0; k < len; ++k) q[k * out.sw] = (p[k * x.sw] - mu_t) * scale + shift;
-                }
-            }
-    }
-}
-
-// Per channel c, with xhat = (x - mean) / sqrt(var + eps):
-// dbeta = sum(dy), dgamma = sum(dy * xhat),
-// dx = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M).
-template <typename T>
-static void backward(const View<T> &x, const View<T> &dy, const T *gamma, npy_intp sg,
-                     const T *mean, npy_intp smean, const T *var, npy_intp svar, double eps,
-                     View<T> &dx, T *dgamma, npy_intp sdg, T *dbeta, npy_intp sdb) {
-    const npy_intp N = x.n, C = x.c, H = x.h, W = x.w;
-    const double M = (double)(N * H * W);
-    const bool fast = plane_contiguous(x) && plane_contiguous(dy) && plane_contiguous(dx);
-    const npy_intp rows = fast ? 1 : H, len = fast ? H * W : W;
-    for (npy_intp c = 0; c < C; ++c) {
-        const T mu = mean[c * smean];
-        const double invstd = 1.0 / sqrt((double)var[c * svar] + eps);
-        double sdy = 0, sdyx = 0;
-        for (npy_intp n = 0; n < N; ++n)
-            for (npy_intp r = 0; r < rows; ++r) {
-                const T *p = x.data + n * x.sn + c * x.sc + r * x.sh;
-                const T *g = dy.data + n * dy.sn + c * dy.sc + r * dy.sh;
-                if (fast) {
-                    #pragma omp simd reduction(+:sdy,sdyx)
-                    for (npy_intp k = 0; k < len; ++k) {
-                        sdy += g[k]; sdyx += (double)g[k] * ((double)p[k] - (double)mu);
-                    }
-                } else {
-                    for (npy_intp k = 0; k < len; ++k) {
-                        const double gk = g[k * dy.sw];
-                        sdy += gk; sdyx += gk * ((double)p[k * x.sw] - (double)mu);
-                    }
-                }
-            }
-        dbeta[c * sdb] = (T)sdy;
-        dgamma[c * sdg] = (T)(sdyx * invstd);
-        const double gam = gamma[c * sg];
-        const T k1 = (T)(gam * invstd);
-        const T k2 = (T)(-gam * invstd * invstd * invstd * sdyx / M);
-        const T k3 = (T)(-gam * invstd * sdy / M);
-        for (npy_intp n = 0; n < N; ++n)
-            for (npy_intp r = 0; r < rows; ++r) {
-                const T *p = x.data + n * x.sn + c * x.sc + r * x.sh;
-                const T *g = dy.data + n * dy.sn + c * dy.sc + r * dy.sh;
-                T *q = dx.data + n * dx.sn + c * dx.sc + r * dx.sh;
-                if (fast) {
-                    #pragma omp simd
-                    for (npy_intp k = 0; k < len; ++k) q[k] = k1 * g[k] + k2 * (p[k] - mu) + k3;
-                } else {
-                    for (npy_intp k = 0; k < len; ++k)
-                        q[k * dx.sw] = k1 * g[k * dy.sw] + k2 * (p[k * x.sw] - mu) + k3;
-                }
-            }
-    }
-}
-
-}  // namespace dlmie_bn
-"""
+try:
+    import dlmie.kernels.batchnorm_c as batchnorm_c
+except ModuleNotFoundError as err:  # the student handout leaves the C kernel out: the Ops run their `perform`
+    if err.name != "dlmie.kernels.batchnorm_c":
+        raise
+    batchnorm_c = None
 
 
 def _bn_axes(ndim):
@@ -169,18 +46,41 @@ def _bn_per_channel(v, ndim):
     return v.dimshuffle(("x", 0) if ndim == 2 else ("x", 0, "x", "x"))
 
 
-class _BatchNormOp(KernelOp):
-    """Common parts: `eps`, the C support code, the input checks."""
+def _bn_shape(ndim):
+    """The shape of a per-channel vector broadcast against an ndim-dimensional x."""
+    return (1, -1) + (1,) * (ndim - 2)
 
-    SUPPORT_CODE = _BN_SUPPORT_CODE
-    HEADERS = ("<math.h>",)
-    CACHE_VERSION = (3,)
+
+class _BatchNormOp(COp):
+    """Common parts: `eps`, the C code from `batchnorm_c` (or none without it), the input checks."""
 
     __props__ = ("eps",)
     params_type = ParamsType(eps=pytensor.scalar.float64)
 
     def __init__(self, eps: float):
         self.eps = float(eps)
+
+    @staticmethod
+    def _kernel():
+        """The C code module; without it, NotImplementedError makes PyTensor run `perform` instead."""
+        if batchnorm_c is None:
+            raise NotImplementedError("no C kernel (dlmie.kernels.batchnorm_c): batch norm runs its NumPy perform")
+        return batchnorm_c
+
+    def c_support_code(self, **kwargs):
+        return self._kernel().SUPPORT_CODE
+
+    def c_headers(self, **kwargs):
+        return list(self._kernel().HEADERS)
+
+    def c_compile_args(self, **kwargs):
+        return list(self._kernel().COMPILE_ARGS)
+
+    def c_code_cache_version(self):
+        return self._kernel().CACHE_VERSION
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        return self._c_code(self._kernel(), inputs, outputs, sub["params"], sub["fail"])
 
     @staticmethod
     def _check(x, *vectors):
@@ -193,16 +93,13 @@ class _BatchNormOp(KernelOp):
                 raise TypeError(f"per-channel inputs must be {x.dtype} vectors, got {v.type}")
         return x, vectors
 
-    def _c_check_channels(self, x, vectors, fail):
-        checks = "\n".join(
-            f"""if (PyArray_DIMS({v})[0] != PyArray_DIMS({x})[1]) {{
-                PyErr_SetString(PyExc_ValueError,
-                                "{type(self).__name__}: a per-channel vector does not match the channels");
-                {fail}
-            }}"""
-            for v in vectors
-        )
-        return checks
+    def _check_values(self, x, vectors, dy=None):
+        """perform's checks, with the C code's messages."""
+        name = type(self).__name__
+        if any(v.shape != (x.shape[1],) for v in vectors):
+            raise ValueError(f"{name}: a per-channel vector does not match the channels")
+        if dy is not None and dy.shape != x.shape:
+            raise ValueError(f"{name}: dy and x differ in shape")
 
 
 class BatchNormTrain(_BatchNormOp):
@@ -212,9 +109,9 @@ class BatchNormTrain(_BatchNormOp):
     - x: (N, C) or (N, C, H, W), float32 or float64, any strides
     - gamma, beta: (C,), the dtype of x
     Returns:
-    - out: like x (same shape and memory order), gamma * (x - mean) / sqrt(var + eps) + beta
-    - mean, var: (C,), the mean and biased variance over axes (0,) or (0, 2, 3), accumulated
-      in float64
+    - out: like x (same shape, and with the C code the same memory order): x normalized with the
+      batch statistics, scaled by gamma and shifted by beta
+    - mean, var: (C,), the mean and biased variance over axes (0,) or (0, 2, 3), computed in float64
     Pullback: BatchNormGrad (plus the direct terms when mean or var get a gradient).
     """
 
@@ -232,14 +129,17 @@ class BatchNormTrain(_BatchNormOp):
 
     def perform(self, node, inputs, output_storage):
         x, gamma, beta = inputs
-        axes, shape = _bn_axes(x.ndim), (1, -1) + (1,) * (x.ndim - 2)
-        mean = x.mean(axis=axes, dtype=np.float64)
-        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes, dtype=np.float64)
-        mean, var = mean.astype(x.dtype), var.astype(x.dtype)
-        scale = (gamma / np.sqrt(var.astype(np.float64) + self.eps)).astype(x.dtype)
-        out = (x - mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(shape)
-        for storage, value in zip(output_storage, (out.astype(x.dtype), mean, var)):
-            storage[0] = value
+        self._check_values(x, (gamma, beta))
+        x64 = x.astype(np.float64)
+        out, (xhat, _, std) = numpy_layers.batchnorm_forward(x64, gamma.astype(np.float64),
+                                                             beta.astype(np.float64), self.eps)
+        # The statistics, read back from the cache: x - mean = xhat * std.
+        axes, shape = _bn_axes(x.ndim), _bn_shape(x.ndim)
+        xhat, std = np.asarray(xhat, np.float64), np.asarray(std, np.float64)
+        mean = (x64 - xhat * std.reshape(shape)).mean(axis=axes)
+        var = (xhat**2).mean(axis=axes) * std**2
+        for storage, value in zip(output_storage, (out, mean, var)):
+            storage[0] = np.asarray(value).astype(x.dtype)
 
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta = inputs
@@ -249,50 +149,37 @@ class BatchNormTrain(_BatchNormOp):
             dx, dgamma, dbeta = pt.zeros_like(x), pt.zeros_like(gamma), pt.zeros_like(beta)
         else:
             dx, dgamma, dbeta = BatchNormGrad(self.eps)(x, gamma, mean, var, g_out)
-        m = pt.cast(x.size // x.shape[1], x.dtype)
-        if not isinstance(g_mean.type, DisconnectedType):
-            dx = dx + _bn_per_channel(g_mean, x.ndim) / m
-        if not isinstance(g_var.type, DisconnectedType):
-            dx = dx + _bn_per_channel(g_var * 2, x.ndim) * (x - _bn_per_channel(mean, x.ndim)) / m
+        # Where mean or var get a gradient of their own, it reaches x through PyTensor's
+        # gradients of the same statistics.
+        axes = _bn_axes(x.ndim)
+        direct = [(g, stat) for g, stat in ((g_mean, x.mean(axis=axes)), (g_var, x.var(axis=axes)))
+                  if not isinstance(g.type, DisconnectedType)]
+        if direct:
+            dx = dx + pytensor.grad(sum((g * stat).sum() for g, stat in direct), x)
         return [dx, dgamma, dbeta]
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        x, gamma, beta = inputs
-        out, mean, var = outputs
-        params, fail = sub["params"], sub["fail"]
-        t = f"dtype_{x}"
-        return f"""
-        {{
-            {self._c_check_channels(x, (gamma, beta), fail)}
-            const npy_intp C = PyArray_DIMS({x})[1];
-            {alloc_like(out, x, fail)}
-            {alloc_vector(mean, "C", x, fail)}
-            {alloc_vector(var, "C", x, fail)}
-            dlmie_bn::View<{t}> vx, vout;
-            if (dlmie_bn::make_view({x}, &vx) || dlmie_bn::make_view({out}, &vout)) {{
-                PyErr_SetString(PyExc_ValueError, "BatchNormTrain: strides are not whole elements");
-                {fail}
-            }}
-            const npy_intp e = sizeof({t});
-            dlmie_bn::forward<{t}>(vx,
-                ({t}*)PyArray_DATA({gamma}), PyArray_STRIDES({gamma})[0] / e,
-                ({t}*)PyArray_DATA({beta}), PyArray_STRIDES({beta})[0] / e,
-                {params}->eps, vout,
-                ({t}*)PyArray_DATA({mean}), 1, ({t}*)PyArray_DATA({var}), 1);
-        }}
-        """
+    def _c_code(self, kernel, inputs, outputs, params, fail):
+        return kernel.train_code(type(self).__name__, inputs, outputs, params, fail)
 
 
 def _batchnorm_grad_graph(x, gamma, mean, var, dy, eps):
-    """The symbolic formula BatchNormGrad computes, for its own pullback (second derivatives)."""
+    """BatchNormGrad's outputs as a PyTensor graph, for its own pullback (second derivatives).
+
+    Without the C module's formula, the graph is autodiff's: the gradient of sum(out * dy) for
+    a batch norm that computes its statistics from x, in which the statistics are then replaced
+    by the inputs mean and var (these count as independent inputs). The variance's centering
+    mean is held constant, as it is in BatchNormGrad's own output.
+    """
+    if batchnorm_c is not None:
+        return batchnorm_c.grad_graph(x, gamma, mean, var, dy, eps)
     axes, bc = _bn_axes(x.ndim), (lambda v: _bn_per_channel(v, x.ndim))
-    m = pt.cast(x.size // x.shape[1], x.dtype)
-    invstd = 1 / pt.sqrt(var + pt.constant(np.asarray(eps, dtype=x.dtype)))
-    centered = x - bc(mean)
-    dbeta = dy.sum(axis=axes)
-    dgamma = (dy * centered).sum(axis=axes) * invstd
-    dx = bc(gamma * invstd) * (dy - bc(dbeta / m) - centered * bc(invstd * dgamma / m))
-    return dx, dgamma, dbeta
+    batch_mean = x.mean(axis=axes)
+    held_mean = disconnected_grad(batch_mean)
+    batch_var = pt.sqr(x - bc(held_mean)).mean(axis=axes)
+    normalized = (x - bc(batch_mean)) / pt.sqrt(bc(batch_var) + pt.constant(np.asarray(eps, dtype=x.dtype)))
+    dx, dgamma = pytensor.grad((bc(gamma) * normalized * dy).sum(), [x, gamma])
+    dx, dgamma = clone_replace([dx, dgamma], replace={batch_mean: mean, held_mean: mean, batch_var: var})
+    return dx, dgamma, dy.sum(axis=axes)
 
 
 class BatchNormGrad(_BatchNormOp):
@@ -301,10 +188,9 @@ class BatchNormGrad(_BatchNormOp):
     Inputs:
     - x: (N, C) or (N, C, H, W); gamma, mean, var: (C,); dy: the gradient of `out`, like x
     Returns:
-    - dx: like x (same memory order), the gradient through out, mean and var:
-      gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat the normalized x
-    - dgamma: (C,) sum(dy * xhat); dbeta: (C,) sum(dy), over axes (0,) or (0, 2, 3)
-    Pullback: that of the same formula written in PyTensor ops.
+    - dx: like x (with the C code, in the same memory order), the gradient through out, mean and var
+    - dgamma, dbeta: (C,)
+    Pullback: that of the same gradients written in PyTensor ops.
     """
 
     def make_node(self, x, gamma, mean, var, dy):
@@ -321,62 +207,28 @@ class BatchNormGrad(_BatchNormOp):
 
     def perform(self, node, inputs, output_storage):
         x, gamma, mean, var, dy = inputs
-        axes, shape = _bn_axes(x.ndim), (1, -1) + (1,) * (x.ndim - 2)
-        m = x.size // x.shape[1]
-        invstd = 1 / np.sqrt(var.astype(np.float64) + self.eps)
-        centered = x - mean.reshape(shape)
-        dbeta = dy.sum(axis=axes, dtype=np.float64)
-        sdyx = (dy * centered).sum(axis=axes, dtype=np.float64)
-        dgamma = sdyx * invstd
-        gam = gamma.astype(np.float64)
-        k1, k2, k3 = gam * invstd, -gam * invstd**3 * sdyx / m, -gam * invstd * dbeta / m
-        dx = k1.reshape(shape) * dy + k2.reshape(shape) * centered + k3.reshape(shape)
-        for storage, value in zip(output_storage, (dx, dgamma, dbeta)):
-            storage[0] = value.astype(x.dtype)
+        self._check_values(x, (gamma, mean, var), dy)
+        shape = _bn_shape(x.ndim)
+        # The cache batchnorm_forward would have returned for these statistics.
+        std = np.sqrt(var.astype(np.float64) + self.eps)
+        xhat = (x.astype(np.float64) - mean.astype(np.float64).reshape(shape)) / std.reshape(shape)
+        grads = numpy_layers.batchnorm_backward(dy.astype(np.float64), (xhat, gamma.astype(np.float64), std))
+        for storage, value in zip(output_storage, grads):
+            storage[0] = np.asarray(value).astype(x.dtype)
 
     def pullback(self, inputs, outputs, cotangents):
         # The formula is differentiated with respect to stand-ins for the inputs: mean and var
         # are usually computed from x, and must count here as the independent inputs they are.
         stand_ins = [v.type() for v in inputs]
         formula = _batchnorm_grad_graph(*stand_ins, self.eps)
-        # One scalar <formula, cotangents> rather than known gradients of each output: dx is
-        # computed from dgamma and dbeta, whose given gradients would replace, not add to, the
-        # part that flows back from dx.
+        # One scalar <formula, cotangents> rather than known gradients of each output: where the
+        # outputs share terms, a gradient given for one output would replace, not add to, the
+        # part that flows back through the others.
         cost = sum(
             (f * g).sum() for f, g in zip(formula, cotangents) if not isinstance(g.type, DisconnectedType)
         )
         grads = pytensor.grad(cost, stand_ins, disconnected_inputs="ignore", return_disconnected="zero")
         return clone_replace(grads, replace=dict(zip(stand_ins, inputs)))
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        x, gamma, mean, var, dy = inputs
-        dx, dgamma, dbeta = outputs
-        params, fail = sub["params"], sub["fail"]
-        t = f"dtype_{x}"
-        return f"""
-        {{
-            {self._c_check_channels(x, (gamma, mean, var), fail)}
-            if (PyArray_NDIM({dy}) != PyArray_NDIM({x})
-                || !PyArray_CompareLists(PyArray_DIMS({dy}), PyArray_DIMS({x}), PyArray_NDIM({x}))) {{
-                PyErr_SetString(PyExc_ValueError, "BatchNormGrad: dy and x differ in shape");
-                {fail}
-            }}
-            const npy_intp C = PyArray_DIMS({x})[1];
-            {alloc_like(dx, x, fail)}
-            {alloc_vector(dgamma, "C", x, fail)}
-            {alloc_vector(dbeta, "C", x, fail)}
-            dlmie_bn::View<{t}> vx, vdy, vdx;
-            if (dlmie_bn::make_view({x}, &vx) || dlmie_bn::make_view({dy}, &vdy)
-                || dlmie_bn::make_view({dx}, &vdx)) {{
-                PyErr_SetString(PyExc_ValueError, "BatchNormGrad: strides are not whole elements");
-                {fail}
-            }}
-            const npy_intp e = sizeof({t});
-            dlmie_bn::backward<{t}>(vx, vdy,
-                ({t}*)PyArray_DATA({gamma}), PyArray_STRIDES({gamma})[0] / e,
-                ({t}*)PyArray_DATA({mean}), PyArray_STRIDES({mean})[0] / e,
-                ({t}*)PyArray_DATA({var}), PyArray_STRIDES({var})[0] / e,
-                {params}->eps, vdx,
-                ({t}*)PyArray_DATA({dgamma}), 1, ({t}*)PyArray_DATA({dbeta}), 1);
-        }}
-        """
+    def _c_code(self, kernel, inputs, outputs, params, fail):
+        return kernel.grad_code(type(self).__name__, inputs, outputs, params, fail)
