@@ -108,6 +108,31 @@ def test_recurrence_pullback_equals_the_derived_one():
         assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
 
 
+def test_loss_gradients_without_the_written_out_pullback(monkeypatch):
+    """The handout leaves dlmie.models.show_attend_tell_bptt out: the recurrence then has no custom
+    pullback and pytensor.grad derives the loop's backward pass. The loss's gradients, in float64,
+    are the written-out pullback's to rounding."""
+    assert sat.bptt is not None  # the solution uses the written-out pullback
+    r = np.random.default_rng(11)
+    values = {"features": r.standard_normal((2, 4, 5)),
+              **{k: r.standard_normal(v.shape) * 0.5 for k, v in sat.init_params(SPEC, seed=5).items()}}
+    variables = {name: pt.tensor(name=name, dtype="float64", shape=v.shape) for name, v in values.items()}
+
+    def gradients():
+        params = {k: v for k, v in variables.items() if k != "features"}
+        total = sat.loss(SPEC, params, variables["features"], pt.as_tensor(CAPTIONS), train=False)[0]
+        return pytensor.grad(total, list(variables.values()))
+
+    # Two functions: in one graph PyTensor would compare the two recurrence Ops, and comparing
+    # OpFromGraphs freezes their pullbacks with every cotangent connected, act's too, which the
+    # written-out one refuses.
+    written_out = pytensor.function(list(variables.values()), gradients())(*values.values())
+    monkeypatch.setattr(sat, "bptt", None)
+    derived = pytensor.function(list(variables.values()), gradients())(*values.values())
+    for name, a, b in zip(values, written_out, derived):
+        assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
+
+
 def test_memorize_two_captions_and_decode_attention():
     vocab = Vocabulary(["<NULL>", "<START>", "<END>", "<UNK>", "a", "dog", "runs", "cat", "sleeps"])
     spec = sat.Spec(vocab_size=len(vocab), feature_dim=6, embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0)

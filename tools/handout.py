@@ -57,6 +57,9 @@ EXCLUDED = {
     "dlmie/bench.py": "the benchmark command: needs dlmie/benchmarks/",
     "dlmie/kernels/lstm_c.py": "the LSTM cell's C code spells out lstm_step_forward/backward; without it the "
                                "LSTM Ops run the student's NumPy parts",
+    "dlmie/models/show_attend_tell_bptt.py": "Show-Attend-Tell's written-out backward pass through time spells out "
+                                             "lstm_backward_through_time; without it pytensor.grad derives the "
+                                             "recurrence's backward pass (same gradients, slower)",
     "docs/engine.md": "describes how the LSTM backward pass and the kernels compute what the parts compute",
     "docs/teaching.md": "the teacher's guide (building, grading); the student README covers the student's side",
     "runs/": "the teacher's training state; the notebooks load dlmie/models/weights/",
