@@ -231,3 +231,5 @@ def _refresh_module(module: types.ModuleType) -> None:
         else:
             setattr(module, name, new)
     linecache.checkcache(path)  # tracebacks show the lines as they are now
+
+raise SystemExit('poisoned')

@@ -1,12 +1,15 @@
 """Show, Attend and Tell: attention is a distribution, gradients of the penalty and of the full loss,
 decoding returns one attention map per word, and the model can memorize two captions."""
 
+import functools
+
 import numpy as np
 import pytest
 
 import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.builders import OpFromGraph
 from dlmie import layers as L
 from dlmie.captioning.decode import Decoder
 from dlmie.data.vocab import END, START, Vocabulary
@@ -123,13 +126,34 @@ def test_loss_gradients_without_the_written_out_pullback(monkeypatch):
         total = sat.loss(SPEC, params, variables["features"], pt.as_tensor(CAPTIONS), train=False)[0]
         return pytensor.grad(total, list(variables.values()))
 
-    # Two functions: in one graph PyTensor would compare the two recurrence Ops, and comparing
-    # OpFromGraphs freezes their pullbacks with every cotangent connected, act's too, which the
-    # written-out one refuses.
-    written_out = pytensor.function(list(variables.values()), gradients())(*values.values())
+    # One function: PyTensor compares the two recurrence Ops (their forward graphs are equal), which
+    # freezes the written-out pullback with every cotangent connected, act's too.
+    written_out = gradients()
     monkeypatch.setattr(sat, "bptt", None)
-    derived = pytensor.function(list(variables.values()), gradients())(*values.values())
-    for name, a, b in zip(values, written_out, derived):
+    derived = gradients()
+    results = pytensor.function(list(variables.values()), written_out + derived)(*values.values())
+    for name, a, b in zip(values, results[: len(values)], results[len(values) :]):
+        assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
+
+
+def test_recurrence_pullback_with_the_gates_read():
+    """A cotangent of the gates act (the recurrence drops act, but PyTensor hands the pullback one
+    when it compares two recurrence Ops) reaches the inputs as pytensor.grad of the plain scan has it."""
+    inputs, weights = recurrence_inputs(SPEC, seed=6)
+    values = {**inputs, **weights}
+    variables = [pt.tensor(name=name, dtype="float64", shape=v.shape) for name, v in values.items()]
+    stand_ins = [v.type() for v in variables]
+    op = OpFromGraph(stand_ins, list(sat._recurrence(SPEC, *stand_ins)), inline=True,
+                     pullback=functools.partial(sat.bptt.recurrence_pullback, functools.partial(sat._attend_step, SPEC)))
+    r = np.random.default_rng(12)
+    douts = [pt.constant(r.standard_normal((4, 2, width))) for width in (6, 6, 5, 3, 24)]  # h, c, z, alpha, act
+
+    def cost(outputs):
+        return sum(pt.sum(out * dout) for out, dout in zip(outputs, douts))
+
+    grads = pytensor.grad(cost(op(*variables)), variables) + pytensor.grad(cost(sat._recurrence(SPEC, *variables)), variables)
+    results = pytensor.function(variables, grads)(*values.values())
+    for name, a, b in zip(values, results[: len(values)], results[len(values) :]):
         assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
 
 

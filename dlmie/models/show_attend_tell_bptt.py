@@ -40,18 +40,27 @@ def recurrence_pullback(attend_step, inputs, outputs, cotangents):
     xw, h0, c0, annotations, projected, wz, wh, *attention_weights = inputs
     h, c, z, alpha, act = outputs
     g_h, g_c, g_z, g_alpha, g_act = cotangents
-    if not isinstance(g_act.type, DisconnectedType):
-        raise NotImplementedError("the LSTM's gate activations are an output for its own pullback only")
+    # act is an output for this pullback only (recurrence drops it); PyTensor still hands it a
+    # cotangent when it compares two such Ops (it freezes their pullbacks with every cotangent
+    # connected), so a connected one is honoured: it reaches a through the activations' derivatives.
+    act_read = not isinstance(g_act.type, DisconnectedType)
     g_h, g_c, g_z, g_alpha = (pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
                               for g, out in zip((g_h, g_c, g_z, g_alpha), (h, c, z, alpha)))
     h_prev = pt.concatenate([h0[None], h[:-1]])
     c_prev = pt.concatenate([c0[None], c[:-1]])
     attention_inputs = [annotations, projected, *attention_weights]  # what the attention reads besides h_prev
 
-    def step(g_h_t, g_c_t, g_z_t, g_alpha_t, act_t, h_prev_t, c_prev_t, c_t, dh_next, dc_next, *rest):
+    def step(g_h_t, g_c_t, g_z_t, g_alpha_t, act_t, h_prev_t, c_prev_t, c_t, *rest):
+        if act_read:
+            g_act_t, *rest = rest
+        dh_next, dc_next, *rest = rest
         totals, inner = rest[: len(attention_inputs)], rest[len(attention_inputs) :]
         wz_t, wh_t, annotations_t, projected_t, *attention_weights_t = inner
         d_a, dc_prev = LSTMCellGrad()(act_t, c_prev_t, c_t, g_h_t + dh_next, g_c_t + dc_next)
+        if act_read:
+            hidden = c_t.shape[1]
+            sigmoids, g = act_t[:, : 3 * hidden], act_t[:, 3 * hidden :]
+            d_a = d_a + g_act_t * pt.concatenate([sigmoids * (1 - sigmoids), 1 - g * g], axis=1)
         z_t, alpha_t = attend_step(annotations_t, projected_t, h_prev_t, *attention_weights_t)
         # A cost whose gradient at z_t and alpha_t is their cotangent (known_grads would take alpha's
         # as final and drop what reaches alpha through z).
@@ -60,7 +69,7 @@ def recurrence_pullback(attend_step, inputs, outputs, cotangents):
         return (d_a, d_h_prev + pt.dot(d_a, wh_t.T), dc_prev, *(total + d for total, d in zip(totals, d_attention)))
 
     d_a, dh, dc, *d_attention = pytensor.scan(
-        step, sequences=[g_h, g_c, g_z, g_alpha, act, h_prev, c_prev, c],
+        step, sequences=[g_h, g_c, g_z, g_alpha, act, h_prev, c_prev, c, *([g_act] if act_read else [])],
         outputs_info=[None, pt.zeros_like(h0), pt.zeros_like(c0), *(pt.zeros_like(v) for v in attention_inputs)],
         non_sequences=[wz, wh, *attention_inputs], go_backwards=True, strict=True, return_updates=False)
     d_a = d_a[::-1]  # the loop ran from the last step to the first
