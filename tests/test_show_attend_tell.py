@@ -1,12 +1,15 @@
 """Show, Attend and Tell: attention is a distribution, gradients of the penalty and of the full loss,
 decoding returns one attention map per word, and the model can memorize two captions."""
 
+import functools
+
 import numpy as np
 import pytest
 
 import dlmie  # noqa: F401
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.builders import OpFromGraph
 from dlmie import layers as L
 from dlmie.captioning.decode import Decoder
 from dlmie.data.vocab import END, START, Vocabulary
@@ -104,6 +107,52 @@ def test_recurrence_pullback_equals_the_derived_one():
     dout = pt.constant(rng.standard_normal((4, 2, 2 * SPEC.hidden_dim + SPEC.feature_dim + 3)))
     grads = [g for out in (written_out, derived) for g in pytensor.grad(pt.sum(out * dout), list(variables.values()))]
     results = pytensor.function(list(variables.values()), grads)(*values.values())
+    for name, a, b in zip(values, results[: len(values)], results[len(values) :]):
+        assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
+
+
+def test_loss_gradients_without_the_written_out_pullback(monkeypatch):
+    """The handout leaves dlmie.models.show_attend_tell_bptt out: the recurrence then has no custom
+    pullback and pytensor.grad derives the loop's backward pass. The loss's gradients, in float64,
+    are the written-out pullback's to rounding."""
+    assert sat.bptt is not None  # the solution uses the written-out pullback
+    r = np.random.default_rng(11)
+    values = {"features": r.standard_normal((2, 4, 5)),
+              **{k: r.standard_normal(v.shape) * 0.5 for k, v in sat.init_params(SPEC, seed=5).items()}}
+    variables = {name: pt.tensor(name=name, dtype="float64", shape=v.shape) for name, v in values.items()}
+
+    def gradients():
+        params = {k: v for k, v in variables.items() if k != "features"}
+        total = sat.loss(SPEC, params, variables["features"], pt.as_tensor(CAPTIONS), train=False)[0]
+        return pytensor.grad(total, list(variables.values()))
+
+    # One function: PyTensor compares the two recurrence Ops (their forward graphs are equal), which
+    # freezes the written-out pullback with every cotangent connected, act's too.
+    written_out = gradients()
+    monkeypatch.setattr(sat, "bptt", None)
+    derived = gradients()
+    results = pytensor.function(list(variables.values()), written_out + derived)(*values.values())
+    for name, a, b in zip(values, results[: len(values)], results[len(values) :]):
+        assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
+
+
+def test_recurrence_pullback_with_the_gates_read():
+    """A cotangent of the gates act (the recurrence drops act, but PyTensor hands the pullback one
+    when it compares two recurrence Ops) reaches the inputs as pytensor.grad of the plain scan has it."""
+    inputs, weights = recurrence_inputs(SPEC, seed=6)
+    values = {**inputs, **weights}
+    variables = [pt.tensor(name=name, dtype="float64", shape=v.shape) for name, v in values.items()]
+    stand_ins = [v.type() for v in variables]
+    op = OpFromGraph(stand_ins, list(sat._recurrence(SPEC, *stand_ins)), inline=True,
+                     pullback=functools.partial(sat.bptt.recurrence_pullback, functools.partial(sat._attend_step, SPEC)))
+    r = np.random.default_rng(12)
+    douts = [pt.constant(r.standard_normal((4, 2, width))) for width in (6, 6, 5, 3, 24)]  # h, c, z, alpha, act
+
+    def cost(outputs):
+        return sum(pt.sum(out * dout) for out, dout in zip(outputs, douts))
+
+    grads = pytensor.grad(cost(op(*variables)), variables) + pytensor.grad(cost(sat._recurrence(SPEC, *variables)), variables)
+    results = pytensor.function(variables, grads)(*values.values())
     for name, a, b in zip(values, results[: len(values)], results[len(values) :]):
         assert rel_error(a, b) < 1e-10, f"d{name}: {rel_error(a, b):.2e}"
 

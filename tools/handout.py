@@ -59,6 +59,9 @@ EXCLUDED = {
                                "LSTM Ops run the student's NumPy parts",
     "dlmie/kernels/batchnorm_c.py": "batch norm's C code spells out batchnorm_forward/backward; without it the "
                                     "batch norm Ops run the student's NumPy parts",
+    "dlmie/models/show_attend_tell_bptt.py": "Show-Attend-Tell's written-out backward pass through time spells out "
+                                             "lstm_backward_through_time; without it pytensor.grad derives the "
+                                             "recurrence's backward pass (same gradients, slower)",
     "docs/engine.md": "describes how the LSTM backward pass and the kernels compute what the parts compute",
     "docs/teaching.md": "the teacher's guide (building, grading); the student README covers the student's side",
     "runs/": "the teacher's training state; the notebooks load dlmie/models/weights/",

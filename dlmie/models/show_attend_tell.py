@@ -13,8 +13,11 @@ and training adds the doubly stochastic penalty lambda * sum_i (1 - sum_t alpha_
 the model to look at every region about once over a caption. Everything that does not depend on
 h_{t-1} is computed for all steps before `scan` (the word inputs' projection, W_a a_i) or after it
 (the deep output, as one GEMM over all steps), so the loop holds only the attention and the LSTM.
-Its backward pass is written out (`recurrence`): it reads the LSTM gates the forward loop stored and
-recomputes only the attention, where `pytensor.grad` of the loop would recompute every step.
+The loop's backward pass is written out in dlmie.models.show_attend_tell_bptt where that module is
+present: it reads the LSTM gates the forward loop stored and recomputes only the attention. The student
+handout leaves that module out, as it leaves out the LSTM cell's C code, because it spells out notebook
+05's back-propagation through time; there `pytensor.grad` derives the loop's backward pass, which gives
+the same gradients but recomputes every forward step (slower).
 
 Parameters (arctic-captions' dictionary, our names): init_h.{W,b}, init_c.{W,b}, embed.W (V, E),
 att.{Wa (D, A), b (A,), Wh (H, A), w (A,)}, gate.{w (H,), b ()}, lstm.{Wx (E, 4H), Wz (D, 4H),
@@ -32,9 +35,15 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
-from pytensor.gradient import DisconnectedType
 from dlmie import layers as L
-from dlmie.kernels import LSTMCell, LSTMCellGrad
+from dlmie.kernels import LSTMCell
+
+try:
+    import dlmie.models.show_attend_tell_bptt as bptt
+except ModuleNotFoundError as err:  # the student handout leaves it out: pytensor.grad derives the loop's backward pass
+    if err.name != "dlmie.models.show_attend_tell_bptt":
+        raise
+    bptt = None
 
 KIND = "show_attend_tell"
 INPUT = "grid"  # attends over the (N, L, D) regions of the encoder grid
@@ -204,14 +213,16 @@ def attend_gradients(annotations, projected, h_prev, Wh, w, dz, dalpha) -> dict:
 
 def _decoder_step(spec, params, annotations, projected, xw, h_prev, c_prev):
     """One step given the word input's projection xw = E y_{t-1} W_x + b: (h, c, z, alpha) and the
-    LSTM's activated gates act (N, 4H), which the pullback of `_recurrence` reads."""
+    LSTM's activated gates act (N, 4H), which the written-out pullback of `_recurrence` reads."""
     z, alpha = attend(spec, params, annotations, projected, h_prev)
     h, c, act = LSTMCell()(xw + pt.dot(z, params["lstm.Wz"]) + pt.dot(h_prev, params["lstm.Wh"]), c_prev)
     return h, c, z, alpha, act
 
 
 def recurrence(spec: Spec, params: dict, xw, h0, c0, annotations, projected):
-    """The decoder's loop over time: attention and LSTM, with its backward pass written out.
+    """The decoder's loop over time: attention and LSTM, one OpFromGraph whose pullback is the
+    written-out backward pass of show_attend_tell_bptt where that module is present (else the one
+    `pytensor.grad` derives from the loop: the same gradients, slower).
 
     Inputs:
     - spec, params: as for `loss` (the weights of _step_weights are read)
@@ -223,8 +234,9 @@ def recurrence(spec: Spec, params: dict, xw, h0, c0, annotations, projected):
     """
     weights = [params[n] for n in _step_weights(spec)]
     stand_ins = [v.type() for v in (xw, h0, c0, annotations, projected, *weights)]
-    op = OpFromGraph(stand_ins, list(_recurrence(spec, *stand_ins)), pullback=functools.partial(_recurrence_pullback, spec),
-                     inline=True, name="show_attend_tell_recurrence")
+    pullback = None if bptt is None else functools.partial(bptt.recurrence_pullback, functools.partial(_attend_step, spec))
+    op = OpFromGraph(stand_ins, list(_recurrence(spec, *stand_ins)), pullback=pullback, inline=True,
+                     name="show_attend_tell_recurrence")
     h, c, z, alpha, _ = op(xw, h0, c0, annotations, projected, *weights)
     return h, c, z, alpha
 
@@ -246,50 +258,10 @@ def _recurrence(spec, xw, h0, c0, annotations, projected, *weights):
                          non_sequences=[annotations, projected, *weights], strict=True, return_updates=False)
 
 
-def _recurrence_pullback(spec, inputs, outputs, cotangents):
-    """Back-propagation through time of `_recurrence`, written out.
-
-    `pytensor.grad` of the scan would build a backward scan that recomputes every forward step,
-    the (N, D) x (D, 4H) and (N, H) x (H, 4H) GEMMs of the LSTM's pre-activations included, to get
-    the gates back. Here the gates come stored from the forward pass (LSTMCellGrad reads them), and
-    each backward step recomputes only the attention, whose gradient is `pytensor.grad` of `attend`
-    (so it follows whatever `attend` computes). The gradients of W_z and W_h are one GEMM each over
-    all steps after the loop: sum_t z_t^T da_t and sum_t h_{t-1}^T da_t.
-    """
-    xw, h0, c0, annotations, projected, wz, wh, *attention_weights = inputs
-    h, c, z, alpha, act = outputs
-    g_h, g_c, g_z, g_alpha, g_act = cotangents
-    if not isinstance(g_act.type, DisconnectedType):
-        raise NotImplementedError("the LSTM's gate activations are an output for its own pullback only")
-    g_h, g_c, g_z, g_alpha = (pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
-                              for g, out in zip((g_h, g_c, g_z, g_alpha), (h, c, z, alpha)))
-    h_prev = pt.concatenate([h0[None], h[:-1]])
-    c_prev = pt.concatenate([c0[None], c[:-1]])
-    attention_inputs = [annotations, projected, *attention_weights]  # what `attend` reads besides h_prev
-
-    def step(g_h_t, g_c_t, g_z_t, g_alpha_t, act_t, h_prev_t, c_prev_t, c_t, dh_next, dc_next, *rest):
-        totals, inner = rest[: len(attention_inputs)], rest[len(attention_inputs) :]
-        wz_t, wh_t, annotations_t, projected_t, *attention_weights_t = inner
-        params = dict(zip(_step_weights(spec), (wz_t, wh_t, *attention_weights_t)))
-        d_a, dc_prev = LSTMCellGrad()(act_t, c_prev_t, c_t, g_h_t + dh_next, g_c_t + dc_next)
-        z_t, alpha_t = attend(spec, params, annotations_t, projected_t, h_prev_t)
-        # A cost whose gradient at z_t and alpha_t is their cotangent (known_grads would take alpha's
-        # as final and drop what reaches alpha through z).
-        cost = pt.sum(z_t * (g_z_t + pt.dot(d_a, wz_t.T))) + pt.sum(alpha_t * g_alpha_t)
-        d_h_prev, *d_attention = pytensor.grad(cost, [h_prev_t, annotations_t, projected_t, *attention_weights_t])
-        return (d_a, d_h_prev + pt.dot(d_a, wh_t.T), dc_prev, *(total + d for total, d in zip(totals, d_attention)))
-
-    d_a, dh, dc, *d_attention = pytensor.scan(
-        step, sequences=[g_h, g_c, g_z, g_alpha, act, h_prev, c_prev, c],
-        outputs_info=[None, pt.zeros_like(h0), pt.zeros_like(c0), *(pt.zeros_like(v) for v in attention_inputs)],
-        non_sequences=[wz, wh, *attention_inputs], go_backwards=True, strict=True, return_updates=False)
-    d_a = d_a[::-1]  # the loop ran from the last step to the first
-    steps, n, four_h = d_a.shape
-    d_a_flat = d_a.reshape((steps * n, four_h))
-    d_wz = pt.dot(z.reshape((steps * n, z.shape[2])).T, d_a_flat)
-    d_wh = pt.dot(h_prev.reshape((steps * n, h0.shape[1])).T, d_a_flat)
-    d_annotations, d_projected, *d_attention_weights = (d[-1] for d in d_attention)
-    return [d_a, dh[-1], dc[-1], d_annotations, d_projected, d_wz, d_wh, *d_attention_weights]
+def _attend_step(spec, annotations, projected, h_prev, *attention_weights):
+    """`attend` with the weights as arguments, in _step_weights' order after the LSTM's two: the
+    attention of one step, as the written-out pullback recomputes it."""
+    return attend(spec, dict(zip(_step_weights(spec)[2:], attention_weights)), annotations, projected, h_prev)
 
 
 def _deep_output(params, embedded, h, z):
