@@ -186,7 +186,10 @@ def _recurrence_pullback(inputs, outputs, cotangents):
     h, c, act = outputs
     g_h, g_c, g_act = cotangents
     if not isinstance(g_act.type, DisconnectedType):
-        raise NotImplementedError("the LSTM's gate activations are an output for its own pullback only")
+        # Nothing outside uses the gates, but PyTensor asks for this pullback with every cotangent
+        # connected when it compares two LSTM recurrences of one graph: the scan's own derivative.
+        known = {out: g for out, g in zip(lstm_recurrence(*inputs), cotangents) if not isinstance(g.type, DisconnectedType)}
+        return pytensor.grad(None, list(inputs), known_grads=known)
     g_h = pt.zeros_like(h) if isinstance(g_h.type, DisconnectedType) else g_h
     g_c = pt.zeros_like(c) if isinstance(g_c.type, DisconnectedType) else g_c
     return list(lstm_backward_through_time(h, c, act, h0, c0, wh, g_h, g_c))

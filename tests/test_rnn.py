@@ -101,3 +101,21 @@ def test_lstm_uses_the_written_out_pass():
         x, h0, c0, wx, wh, b)
     for name, got, want in zip(("x", "h0", "c0", "wx", "wh", "b"), written, derived):
         assert rel_error(got, want) < 1e-9, name
+
+
+def test_two_lstms_in_one_graph():
+    """PyTensor compares the two recurrences by their pullbacks with every output's cotangent connected,
+    the gates' included: the graph compiles, and its gradients are the sum of each LSTM's alone."""
+    x, h0, wx, wh, b = pt.dtensor3("x"), pt.dmatrix("h0"), pt.dmatrix("wx"), pt.dmatrix("wh"), pt.dvector("b")
+    n, t, d, h = 2, 3, 4, 5
+    values = [rng.standard_normal((n, t, d)), rng.standard_normal((n, h)), rng.standard_normal((d, 4 * h)),
+              rng.standard_normal((h, 4 * h)), rng.standard_normal(4 * h)]
+    first = (rnn.lstm(x, h0, wx, wh, b)[0] ** 2).sum()
+    second = rnn.lstm(2 * x, h0, wx, wh, b)[0].sum()
+
+    def gradients(loss):
+        return pytensor.function([x, h0, wx, wh, b], pytensor.grad(loss, [x, h0, wx, wh, b]))(*values)
+
+    both = gradients(first + second)
+    for g, g1, g2 in zip(both, gradients(first), gradients(second)):
+        assert rel_error(g, g1 + g2) < 1e-10
