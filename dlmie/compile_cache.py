@@ -253,10 +253,9 @@ def _environment_key() -> str:
         kernels = Path(dlmie.__file__).with_name("kernels")
         sources = [(p.name, _digest(p.read_bytes())) for p in sorted(kernels.glob("*.py"))]
         _environment = repr((FORMAT, sys.version, np.__version__, pytensor.__version__, sources))
-    values = io.StringIO()  # every option, its allowed values and its value
-    pytensor.config.config_print(values, print_doc=False)
     # The configuration and the rewrite registry can change while a process runs.
-    return repr((_environment, values.getvalue(), compat.registered_rewrite_names(pytensor.compile.optdb)))
+    rewrites = compat.registered_rewrite_names(pytensor.compile.optdb)
+    return repr((_environment, compat.configuration_values(), rewrites))
 
 
 def _mode_key(mode) -> tuple:

@@ -57,10 +57,16 @@ The internals, why each is needed, and what happens if it changes:
    registered rewrite, part of the graph cache's key (`registered_rewrite_names`). The public
    `print_summary` writes object ids, which differ between processes.
 
+6. `config._config_var_dict` (the names of all configuration options): every option's value is
+   part of the graph cache's key (`configuration_values`). The public `config.config_print` lists
+   them too, but with object ids and sets in its lines (`print_global_stats (<bound method ... at
+   0x7f...>)`, `linker ({'cvm', 'py', ...})`), which differ between processes: no key can be made
+   of it. `get_config_hash` covers only the options in the C key.
+
 Public but unusual API the cache relies on, checked by the same test: `FunctionMaker`'s arguments
 `fgraph`, `no_fgraph_prep`, `accept_inplace` (linking a stored graph without rewriting it) and
 `pytensor.compile.rebuild.construct_function_ins_and_outs` (what `pytensor.function` does to its
-arguments). The configuration is listed through the public `config.config_print`.
+arguments).
 """
 
 from __future__ import annotations
@@ -158,6 +164,30 @@ def registered_rewrite_names(db, seen=None) -> list[str]:
                 seen.add(id(entry))
                 names.extend(registered_rewrite_names(entry, seen))
     return names
+
+
+# -- 6. the configuration -------------------------------------------------------------------------
+
+_unreadable: set[str] = set()
+
+
+def configuration_values() -> list[tuple[str, str]]:
+    """(name, repr of its value) for every PyTensor configuration option, by name.
+
+    An option whose value cannot be read here (a default computed from something missing in this
+    environment) is listed as "<unreadable>", and said once per process: PyTensor reads it only
+    where it is used."""
+    config = pytensor.config
+    values = []
+    for option in sorted(config._config_var_dict):
+        try:
+            values.append((option, repr(getattr(config, option))))
+        except Exception as err:  # noqa: BLE001  (any error of a default's computation; said once)
+            if option not in _unreadable:
+                _unreadable.add(option)
+                _logger.info("PyTensor option %s cannot be read: %s: %s", option, type(err).__name__, err)
+            values.append((option, "<unreadable>"))
+    return values
 
 
 # -- 1, 2. the C-module cache -----------------------------------------------------------------------
