@@ -49,6 +49,11 @@ The cache lives in `<PyTensor compiledir>/dlmie_graphs`, so `PYTENSOR_FLAGS=base
 moves it with the C modules; entries unused for `cmodule__age_thresh_use` (24 days) are deleted
 when a new one is written, and deleting the folder is always safe. `DLMIE_GRAPH_CACHE=off` turns
 the cache off, `DLMIE_GRAPH_CACHE=DIR` moves it.
+
+What this needs of PyTensor beyond its public API (its C-module cache, the -march flags, an
+OpFromGraph's compiled inner function, the rewrite registry, the configuration's option names) is
+reached only through `dlmie.pytensor_compat`, whose test fails on a PyTensor version nobody has
+checked. `tools/startup_pieces.py` measures what each piece saves (docs/engine.md).
 """
 
 from __future__ import annotations
