@@ -35,9 +35,9 @@ state does not pickle) is compiled without the cache.
 An entry also names the folders of PyTensor's C-module cache that linking its graph used. PyTensor
 reads the key of every module in that cache (about a thousand after the notebooks have run) when a
 process links its first function, and again at exit; the cache of C modules installed here
-(`pytensor_compat.ModuleIndex`) reads only the keys of the modules an entry names, and the whole index only when a
-module is not among them (a graph compiled afresh, a module deleted since), before compiling anything,
-exactly as PyTensor does. An entry whose list differs from what linking used is written again.
+(`pytensor_compat.ModuleIndex`) reads only the keys of the modules an entry names, and the whole
+index only when a module is not among them (a graph compiled afresh, a module deleted since),
+before compiling anything, exactly as PyTensor does. An entry whose list differs from what linking used is written again.
 The inner function of an OpFromGraph left in a rewritten graph (PyTensor's Softmax is one), which
 PyTensor compiles with all its rewrites at the Op's first call, is compiled through this cache when
 the graph is linked; an entry holds no compiled function.
