@@ -179,6 +179,9 @@ def test_startup_reference_process_is_its_own_entry(capsys):
     from dlmie.benchmarks import torch_startup
 
     assert torch_startup.main([]) == 2 and "usage" in capsys.readouterr().err
+    if not _has_torch():
+        assert torch_startup.main([str(cases.STARTUP_MODEL), "image.png"]) == 1
+        assert "PyTorch is not installed" in capsys.readouterr().err
     check = ("import sys, dlmie.benchmarks.torch_startup; "
              "assert not {'pytensor', 'torch'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", check], check=True, cwd=Path(__file__).resolve().parents[1])

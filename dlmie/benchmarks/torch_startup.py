@@ -14,12 +14,15 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Classify one image with `torch_reference.classify_file`; argv: [MODEL.npz, IMAGE]."""
-    from dlmie.benchmarks.torch_reference import classify_file
+    from dlmie.benchmarks.torch_reference import classify_file, load_torch
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m dlmie.benchmarks.torch_startup MODEL.npz IMAGE", file=sys.stderr)
         return 2
+    if load_torch() is None:
+        print("PyTorch is not installed (pip install dlmie[bench])", file=sys.stderr)
+        return 1
     classify_file(*args)
     return 0
 
