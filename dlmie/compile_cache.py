@@ -35,9 +35,9 @@ state does not pickle) is compiled without the cache.
 An entry also names the folders of PyTensor's C-module cache that linking its graph used. PyTensor
 reads the key of every module in that cache (about a thousand after the notebooks have run) when a
 process links its first function, and again at exit; the cache of C modules installed here
-(`_ModuleIndex`) reads only the keys of the modules an entry names, and the whole index only when a
-module is not among them (a graph compiled afresh, a module deleted since), before compiling anything,
-exactly as PyTensor does. An entry whose list differs from what linking used is written again.
+(`pytensor_compat.ModuleIndex`) reads only the keys of the modules an entry names, and the whole
+index only when a module is not among them (a graph compiled afresh, a module deleted since),
+before compiling anything, exactly as PyTensor does. An entry whose list differs from what linking used is written again.
 The inner function of an OpFromGraph left in a rewritten graph (PyTensor's Softmax is one), which
 PyTensor compiles with all its rewrites at the Op's first call, is compiled through this cache when
 the graph is linked; an entry holds no compiled function.
@@ -49,11 +49,15 @@ The cache lives in `<PyTensor compiledir>/dlmie_graphs`, so `PYTENSOR_FLAGS=base
 moves it with the C modules; entries unused for `cmodule__age_thresh_use` (24 days) are deleted
 when a new one is written, and deleting the folder is always safe. `DLMIE_GRAPH_CACHE=off` turns
 the cache off, `DLMIE_GRAPH_CACHE=DIR` moves it.
+
+What this needs of PyTensor beyond its public API (its C-module cache, the -march flags, an
+OpFromGraph's compiled inner function, the rewrite registry, the configuration's option names) is
+reached only through `dlmie.pytensor_compat`, whose test fails on a PyTensor version nobody has
+checked. `tools/startup_pieces.py` measures what each piece saves (docs/engine.md).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
 import hashlib
@@ -79,7 +83,8 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, NominalVariable, Variable
 from pytensor.graph.fg import AbstractFunctionGraph, FunctionGraph
 from pytensor.graph.traversal import toposort
-from pytensor.link.c import cmodule
+
+from dlmie import pytensor_compat as compat
 
 _logger = logging.getLogger(__name__)
 
@@ -118,7 +123,7 @@ def function(inputs, outputs, updates=None, mode=None, on_unused_input=None, nam
     if folder is None:
         return mode.function_maker(ins, cloned, mode, on_unused_input=on_unused_input, name=name).create()
     march = _MarchFlags(folder)
-    modules = _ModuleIndex.installed()
+    modules = compat.ModuleIndex.installed()
     try:
         key = graph_key(ins, cloned, mode, on_unused_input)
     except _Uncacheable as why:
@@ -156,11 +161,8 @@ class _MarchFlags:
     """
 
     def __init__(self, folder: Path):
-        from pytensor.link.c.cmodule import GCC_compiler
-
-        self._compiler = GCC_compiler
         self.path, self._read = None, False
-        if GCC_compiler.march_flags is not None:  # found or set already in this process
+        if compat.march_flags() is not None:  # found or set already in this process
             return
         try:
             cpu = sorted({line for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -175,11 +177,12 @@ class _MarchFlags:
         except (OSError, ValueError):
             return
         if isinstance(flags, list) and all(isinstance(f, str) for f in flags):
-            GCC_compiler.march_flags, self._read = flags, True
+            compat.set_march_flags(flags)
+            self._read = True
 
     def keep(self) -> None:
         """Write the flags PyTensor found while linking, if it had to find them."""
-        flags = self._compiler.march_flags
+        flags = compat.march_flags()
         if self.path is None or self._read or flags is None:
             return
         try:
@@ -199,111 +202,26 @@ def _compile_inner_functions(fgraph: FunctionGraph) -> None:
     `function` does not take is left to PyTensor."""
     for node in fgraph.apply_nodes:
         op = node.op
-        if not isinstance(op, OpFromGraph) or getattr(op, "_fn", None) is not None:
+        if not isinstance(op, OpFromGraph) or compat.inner_function(op) is not None:
             continue
         options = dict(op.kwargs)
         mode = get_mode(options.pop("mode", None)).excluding("symbolic_op_recognition")
         if options:
             continue
-        op._fn = function(op.inner_inputs, op.inner_outputs, mode=mode)
-        op._fn.trust_input = True
-
-
-class _ModuleIndex(cmodule.ModuleCache):
-    """PyTensor's cache of compiled C modules, reading the index of its entries on demand.
-
-    PyTensor's `ModuleCache` unpickles the key of every module in its folder when a process links
-    its first function (0.7-2 s for about a thousand) and again at exit, to delete the old ones.
-    This one starts empty: `add` reads the keys of the module folders a cache entry names, with
-    the checks PyTensor's full read applies to each, so that linking finds those modules by key. A
-    key not among them goes PyTensor's own way: the module's source hash, then the whole index,
-    then a compile. The exit's clean-up of old modules runs in a process that read the whole index;
-    the modules this process compiled without a version are deleted at its exit in any case.
-    """
-
-    def __init__(self, dirname):
-        super().__init__(dirname, do_refresh=False)
-        self.indexed = False
-        self._recorders: list[set[str]] = []
-
-    @classmethod
-    def installed(cls) -> "_ModuleIndex | None":
-        """The process's C-module cache, installed as PyTensor's if PyTensor has none yet; None
-        when PyTensor's own is in use."""
-        if cmodule._module_cache is None:
-            cmodule._module_cache = cls(pytensor.config.compiledir)
-            atexit.register(cmodule._module_cache._on_atexit)
-        return cmodule._module_cache if isinstance(cmodule._module_cache, cls) else None
-
-    def refresh(self, *args, **kwargs):
-        self.indexed = True
-        return super().refresh(*args, **kwargs)
-
-    def module_from_key(self, key, lnk):
-        module = super().module_from_key(key, lnk)
-        for used in self._recorders:
-            used.add(Path(module.__file__).parent.name)
-        return module
-
-    def add(self, names) -> None:
-        """Read the keys of the module folders `names` (names in the cache folder) into the index;
-        a folder that PyTensor's full read would skip (missing, broken, unused for longer than
-        `cmodule__age_thresh_use`) is skipped.
-
-        PyTensor reads and writes key files under its compile lock, which a process compiling
-        elsewhere holds for seconds. Here they are read without it: a file caught half written
-        does not unpickle and is skipped, and one read before another process added a key to it
-        still names its module's source hash, which PyTensor's lookup tries before the index."""
-        for name in names:
-            self._add(self.dirname / name)
-
-    def _add(self, folder: Path) -> None:
-        key_pkl = str(folder / "key.pkl")
-        if key_pkl in self.loaded_key_pkl:
-            return
-        try:
-            files = os.listdir(folder)
-            if "delete.me" in files or "key.pkl" not in files:
-                return
-            entry = cmodule.module_name_from_dir(str(folder), files=files)
-            if time.time() - cmodule.last_access_time(entry) >= self.age_thresh_use:
-                return
-            with open(key_pkl, "rb") as f:
-                key_data = pickle.load(f)
-        except Exception:  # unreadable or half written: the full index decides about it
-            return
-        if (not isinstance(key_data, cmodule.KeyData) or not cmodule.is_same_entry(entry, key_data.get_entry())
-                or not key_data.keys or not all(key[0] for key in key_data.keys)
-                or key_data.module_hash in self.module_hash_to_key_data
-                or any(key in self.entry_from_key for key in key_data.keys)):
-            return
-        key_data.entry, key_data.key_pkl = entry, key_pkl
-        self.module_hash_to_key_data[key_data.module_hash] = key_data
-        for key in key_data.keys:
-            self.entry_from_key[key] = entry
-            self.similar_keys.setdefault(cmodule.get_safe_part(key), []).append(key)
-        self.loaded_key_pkl.add(key_pkl)
-
-    def _on_atexit(self):
-        if self.indexed:
-            super()._on_atexit()
-        else:
-            self.clear_unversioned()
+        fn = function(op.inner_inputs, op.inner_outputs, mode=mode)
+        fn.trust_input = True
+        compat.set_inner_function(op, fn)
 
 
 @contextlib.contextmanager
-def _recording(index: _ModuleIndex | None):
+def _recording(index: "compat.ModuleIndex | None"):
     """Gives the set of C-module folders (names in PyTensor's cache folder) linked while the block
     runs; an empty set when `index` is None."""
-    used: set[str] = set()
     if index is None:
-        yield used
+        yield set()
         return
-    index._recorders.append(used)
-    try:
+    with index.recording() as used:
         yield used
-    finally:
-        index._recorders.remove(used)
 
 
 # -- the key --------------------------------------------------------------------------------------
@@ -332,20 +250,6 @@ def _source_digest(module_name: str) -> str:
     return _source_digests[module_name]
 
 
-def _registered_rewrites(db, seen=None) -> list[str]:
-    """The names registered in a rewrite database and in the databases under it, depth first."""
-    from pytensor.graph.rewriting.db import RewriteDatabase
-
-    seen = set() if seen is None else seen
-    names = sorted(db._names)
-    for tag in sorted(db.__db__):
-        for entry in db.__db__[tag]:
-            if isinstance(entry, RewriteDatabase) and id(entry) not in seen:
-                seen.add(id(entry))
-                names.extend(_registered_rewrites(entry, seen))
-    return names
-
-
 def _environment_key() -> str:
     """Versions, configuration, registered rewrites and dlmie's kernels: what every entry depends
     on besides its graph."""
@@ -354,15 +258,9 @@ def _environment_key() -> str:
         kernels = Path(dlmie.__file__).with_name("kernels")
         sources = [(p.name, _digest(p.read_bytes())) for p in sorted(kernels.glob("*.py"))]
         _environment = repr((FORMAT, sys.version, np.__version__, pytensor.__version__, sources))
-    config = pytensor.config
-    values = []
-    for option in sorted(config._config_var_dict):
-        try:
-            values.append((option, repr(getattr(config, option))))
-        except Exception:  # an option that cannot be read in this environment
-            values.append((option, "<unreadable>"))
     # The configuration and the rewrite registry can change while a process runs.
-    return repr((_environment, values, _registered_rewrites(pytensor.compile.optdb)))
+    rewrites = compat.registered_rewrite_names(pytensor.compile.optdb)
+    return repr((_environment, compat.configuration_values(), rewrites))
 
 
 def _mode_key(mode) -> tuple:
@@ -413,9 +311,7 @@ class _StructurePickler(pickle.Pickler):
             # Its state also caches the gradient Ops built from it on demand (local functions,
             # which do not pickle); it is defined, as PyTensor's equality has it, by its graph
             # and options.
-            fields = ("fgraph", "is_inline", "destroy_map", "shared_inputs", "kwargs", "name",
-                      "pullback_overrides", "pushforward_overrides")
-            return _Op, (type(obj), tuple((f, getattr(obj, f, None)) for f in fields))
+            return _Op, (type(obj), compat.opfromgraph_identity(obj))
         return NotImplemented
 
     def _variable(self, var) -> str:
@@ -525,10 +421,8 @@ class _GraphPickler(pickle.Pickler):
 
     def reducer_override(self, obj):
         # An OpFromGraph without its compiled inner function, which a later process links anew.
-        if isinstance(obj, OpFromGraph) and getattr(obj, "_fn", None) is not None:
-            reduced = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
-            state = {name: value for name, value in reduced[2].items() if name != "_fn"}
-            return (*reduced[:2], state, *reduced[3:])
+        if isinstance(obj, OpFromGraph) and compat.inner_function(obj) is not None:
+            return compat.reduce_without_inner_function(obj)
         return NotImplemented
 
 
@@ -591,7 +485,7 @@ def _read_entry(path: Path, key: str, ins) -> dict | None:
         return None
     try:
         entry = _GraphUnpickler(io.BytesIO(payload), [spec.variable for spec in ins]).load()
-    except Exception as err:  # an entry written by other code (a class that moved or changed)
+    except compat.UNPICKLING_ERRORS as err:  # an entry written by other code (a class that moved or changed)
         _logger.info("ignoring an unreadable compiled-graph cache entry %s: %s", path, err)
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
@@ -604,7 +498,7 @@ def _read_entry(path: Path, key: str, ins) -> dict | None:
     return entry
 
 
-def _load(path: Path, key: str, ins, outputs, mode, name, modules: _ModuleIndex | None):
+def _load(path: Path, key: str, ins, outputs, mode, name, modules: "compat.ModuleIndex | None"):
     """Link the cached rewritten graph as `pytensor.function` links a fresh one.
 
     Returns (function, its graph, the set of C-module folders the entry names, the set linking
@@ -644,6 +538,23 @@ def _load(path: Path, key: str, ins, outputs, mode, name, modules: _ModuleIndex 
             fn = maker.create()
             _compile_inner_functions(fgraph)
         return fn, fgraph, set(named), used
-    except Exception as err:  # an entry the current code cannot link; a fresh compile reports real errors
-        _logger.info("ignoring a compiled-graph cache entry that does not link %s: %s", path, err)
+    except Exception as err:  # noqa: BLE001  (see _warn_once)
+        _warn_once(type(err), "ignoring a compiled-graph cache entry that does not link (%s): %s: %s; "
+                   "compiling afresh", path, type(err).__name__, err)
         return None
+
+
+_warned: set[type] = set()
+
+
+def _warn_once(kind: type, message: str, *args) -> None:
+    """Log a warning once per process and kind of exception.
+
+    Linking a stored graph runs PyTensor's linker and C compiler on an entry whose key matched,
+    so it should not fail; when it does (an entry that the current code cannot link, a changed
+    internal of PyTensor's that `dlmie.pytensor_compat` missed), the function is compiled afresh
+    and the failure is reported at the warning level rather than hidden: a silent fallback would
+    cost the whole rewrite on every call."""
+    if kind not in _warned:
+        _warned.add(kind)
+        _logger.warning(message, *args)

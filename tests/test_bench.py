@@ -5,6 +5,7 @@ No timing assertions: timings depend on the machine.
 """
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,6 +168,25 @@ def test_startup_reference_names_what_classify_prints(tmp_path, capsys):
         return
     torch_reference.classify_file(cases.STARTUP_MODEL, image)
     assert cases._top_class(capsys.readouterr().out) == ours
+
+
+def test_startup_reference_process_is_its_own_entry(capsys):
+    """The benchmark's reference process is `python -m dlmie.benchmarks.torch_startup MODEL IMAGE`;
+    importing it brings neither PyTensor nor torch along before it runs."""
+    import subprocess
+    import sys
+
+    from dlmie.benchmarks import torch_startup
+
+    assert torch_startup.main([]) == 2 and "usage" in capsys.readouterr().err
+    if not _has_torch():
+        assert torch_startup.main([str(cases.STARTUP_MODEL), "image.png"]) == 1
+        assert "PyTorch is not installed" in capsys.readouterr().err
+    check = ("import sys, dlmie.benchmarks.torch_startup; "
+             "assert not {'pytensor', 'torch'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=Path(__file__).resolve().parents[1])
+    assert not hasattr(torch_reference, "main"), "torch_reference is a library module, not a script"
+    assert "__main__" not in Path(torch_reference.__file__).read_text()
 
 
 def test_scst_step_agrees_with_torch():

@@ -4,6 +4,7 @@
 - cases.py: the benchmark cases, dlmie's side of each measurement and the checks that it agrees
   with its references
 - torch_reference.py: dlmie's networks and steps in PyTorch CPU, same weights (optional extra)
+- torch_startup.py: the start-up benchmark's reference process (`python -m dlmie.benchmarks.torch_startup`)
 - numpy_reference.py: plain NumPy references, for the benchmarks' "numpy" rows and for the tests
 
 Adding a benchmark: write a function in cases.py that returns ``(ours, references)`` -- ``ours`` a

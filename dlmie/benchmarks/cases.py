@@ -500,7 +500,7 @@ def classify_startup(cold: bool):
     start to exit. Cold: a fresh, empty PyTensor compile dir (base_compiledir) in every run, so the
     C modules and the rewritten graphs are made anew; warm: one compile dir for every run, filled by
     the warm-up run. Reference: a process that imports only NumPy, PIL and PyTorch and runs the same
-    model and weights (torch_reference.py as a script). Every reference run checks that it names the
+    model and weights (`python -m dlmie.benchmarks.torch_startup`). Every reference run checks that it names the
     same top class as ours did."""
     from PIL import Image
 
@@ -533,7 +533,7 @@ def classify_startup(cold: bool):
         return ours, {"torch": TORCH_MISSING}
 
     def reference():
-        name = run([sys.executable, torch_reference.__file__, str(STARTUP_MODEL), str(image)])
+        name = run([sys.executable, "-m", "dlmie.benchmarks.torch_startup", str(STARTUP_MODEL), str(image)])
         assert name == top.get("ours", name), f"dlmie names {top['ours']!r}, torch {name!r}"
 
     return ours, {"torch": reference}

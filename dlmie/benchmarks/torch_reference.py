@@ -511,8 +511,7 @@ def classify_file(model_path, image_path, top: int = 5) -> None:
     checkpoint with NumPy, build `classifier` from its spec, read and normalize the image with PIL
     and NumPy, print the top classes in the command's format. Needs torch.
 
-    Run as a script (``python torch_reference.py MODEL.npz IMAGE``), it is the reference process
-    of the start-up benchmark: it imports NumPy, PIL and PyTorch, not dlmie or PyTensor.
+    The start-up benchmark's reference process runs it (`dlmie.benchmarks.torch_startup`).
     """
     import json
     from types import SimpleNamespace
@@ -537,8 +536,3 @@ def classify_file(model_path, image_path, top: int = 5) -> None:
     for k in np.argsort(-probs)[:top]:
         print(f"  {probs[k]:6.1%}  {meta['class_names'][k]} ({meta['wnids'][k]})")
 
-
-if __name__ == "__main__":
-    import sys
-
-    classify_file(*sys.argv[1:3])
