@@ -111,6 +111,12 @@ def _apply() -> str:
             stacklevel=3,
         )
     blas_flags, description = blas_ldflags(os.environ.get("DLMIE_BLAS", "auto"))
+    # OpenBLAS's threads spin for about 2^28 cycles after each GEMM before they sleep, holding a
+    # core that the C kernels' own threads (kernels.common.PARALLEL_SUPPORT_CODE) need between
+    # GEMMs: 2^4 lets them sleep at once. MobileNetV2's forward pass on 2 threads: 0.44-0.55 s
+    # spinning, 0.35 s with 2^4 (docs/engine.md). OpenBLAS reads it when PyTensor's first C module
+    # loads it, after this.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if "pytensor" in sys.modules:
         warnings.warn(
             "pytensor was imported before dlmie; import dlmie first so that its settings "
@@ -131,15 +137,16 @@ def _apply() -> str:
 BLAS = _apply()
 
 
-def training_mode():
+def keep_buffers_mode():
     """The configured PyTensor mode, except that a function keeps its intermediate arrays between
     calls (the C VM's ``allow_gc=False``).
 
-    For a function called thousands of times on inputs of one shape, a training step. By default
-    the VM frees every intermediate array after its last use and allocates it anew on the next
-    call, and the kernel zero-fills the fresh pages each time: for the classifier's im2col columns
-    (300 MB at batch 128) that is a tenth of the step. The price is that memory, held while the
-    function lives, so one-off functions keep the default.
+    For a function called many times on inputs of one shape: a training step, a feature
+    extractor's batch. By default the VM frees every intermediate array after its last use and
+    allocates it anew on the next call, and the kernel zero-fills the fresh pages each time: for
+    the classifier's im2col columns (300 MB at batch 128) that is a tenth of the step, for VGG-16's
+    activations at batch 8 about a sixth of the forward pass. The price is that memory, held while
+    the function lives, so one-off functions keep the default.
     """
     import pytensor
     from pytensor.link.vm import VMLinker

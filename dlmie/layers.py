@@ -22,7 +22,7 @@ from pytensor.graph.replace import graph_replace
 from pytensor.scalar.basic import ScalarMaximum
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
-from dlmie.kernels import BatchNormTrain, EmbeddingGrad, Im2Col, SoftmaxCrossEntropy
+from dlmie.kernels import BatchNormTrain, DepthwiseConv2d, EmbeddingGrad, Im2Col, MaxPool, SoftmaxCrossEntropy
 from dlmie.kernels.conv import output_size as conv_output_size
 
 
@@ -220,10 +220,12 @@ def conv2d(x, w, b, stride=1, pad=0):
 def depthwise_conv2d(x, w, b, stride=1, pad=0):
     """Depthwise convolution (MobileNet): each channel is filtered by its own HH x WW kernel.
 
-    Written as a sum of HH * WW strided views of the padded input, each scaled by one kernel
-    tap per channel; PyTensor fuses the sum into one elementwise loop. A depthwise layer does
-    C * HH * WW multiply-adds per pixel against a full convolution's C * F * HH * WW, so there is
-    no GEMM worth forming.
+        out[n, c, y, z] = b[c] + sum over i, j of w[c, 0, i, j] * xp[n, c, y*stride + i, z*stride + j]
+
+    with xp the input zero-padded by `pad`. A depthwise layer does C * HH * WW multiply-adds per
+    pixel against a full convolution's C * F * HH * WW, so there is no GEMM worth forming: the
+    forward pass is one loop over the image (`kernels.DepthwiseConv2d`), and the backward pass is
+    the derivative of `depthwise_conv2d_by_views`, the same function as a sum of strided views.
 
     Inputs:
     - x: (N, C, H, W) images
@@ -234,6 +236,15 @@ def depthwise_conv2d(x, w, b, stride=1, pad=0):
     Returns:
     - out: (N, C, H', W') with H' = (H + top + bottom - HH) // stride + 1, likewise W'
     """
+    kh, kw = _kernel_size(w)
+    top, bottom, left, right = (pad,) * 4 if np.ndim(pad) == 0 else pad
+    return DepthwiseConv2d(kh, kw, stride, top, bottom, left, right)(x, w, b)
+
+
+def depthwise_conv2d_by_views(x, w, b, stride=1, pad=0):
+    """`depthwise_conv2d` as a sum of HH * WW strided views of the padded input, each scaled by
+    one kernel tap per channel (PyTensor fuses the sum into one elementwise loop). Inputs and
+    output as `depthwise_conv2d`; its backward pass is this function's derivative."""
     kh, kw = _kernel_size(w)
     top, bottom, left, right = (pad,) * 4 if np.ndim(pad) == 0 else pad
     xp = pad2d(x, pad)
@@ -262,6 +273,8 @@ def _pool(x, size, stride, pad, mode):
     out_w = conv_output_size(w, size, stride, pad)
     padded = pad2d(x, pad, float("-inf") if mode == "max" else 0.0)
     reduce = pt.max if mode == "max" else pt.mean
+    if stride == size and mode == "max":
+        return MaxPool(size)(padded)
     if stride == size:
         # Non-overlapping windows: crop to whole windows and reshape, no copies of the input.
         cropped = padded[:, :, : out_h * size, : out_w * size]

@@ -11,7 +11,8 @@ import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 from dlmie import layers as L
 from dlmie.gradcheck import check_gradients, rel_error
-from dlmie.kernels import (BatchNormGrad, BatchNormTrain, Col2Im, EmbeddingGrad, Im2Col, LSTMCell, LSTMCellGrad, SoftmaxCrossEntropy,
+from dlmie.kernels import (BatchNormGrad, BatchNormTrain, Col2Im, EmbeddingGrad, Im2Col, LSTMCell, LSTMCellGrad, MaxPool,
+                           SoftmaxCrossEntropy,
                            SoftmaxCrossEntropyGrad, output_size)
 
 GRAD_TOL = 1e-6
@@ -530,3 +531,40 @@ def test_word_embedding_gradient():
     errors = check_gradients(lambda w: L.word_embedding(pt.as_tensor(words), w), {"w": rng.standard_normal((5, 3))})
     assert errors["w"] < GRAD_TOL, errors
 
+
+
+def max_pool_loops(x, k):
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h // k, w // k), dtype=x.dtype)
+    for ni, ci, y, z in itertools.product(range(n), range(c), range(h // k), range(w // k)):
+        out[ni, ci, y, z] = max(x[ni, ci, y * k + i, z * k + j] for i in range(k) for j in range(k))
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape,k", [((2, 3, 8, 8), 2), ((2, 3, 7, 9), 2), ((1, 2, 9, 10), 3), ((2, 1, 5, 5), 1)])
+def test_max_pool_matches_loops(mode, shape, k):
+    x = rng.standard_normal(shape)
+    for layout, value, view in layouts(x):
+        v = pt.tensor4(dtype="float64")
+        f = pytensor.function([v], MaxPool(k)(view(v)), mode=MODES[mode])
+        assert np.array_equal(f(value), max_pool_loops(x, k)), layout
+
+
+def test_max_pool_gradient_goes_to_every_tied_maximum():
+    x = np.array([[[[1.0, 3.0, 0.0, 0.0, 9.0],
+                    [3.0, 2.0, 0.0, -1.0, 9.0],
+                    [5.0, 5.0, 1.0, 2.0, 9.0]]]])  # one window with a tie, one of zeros, a cropped row and column
+    v = pt.tensor4(dtype="float64")
+    g = pytensor.function([v], pytensor.grad(MaxPool(2)(v).sum() * 2, v))(x)
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 1] = expected[0, 0, 1, 0] = 2.0          # the tie: both
+    expected[0, 0, 0, 2] = expected[0, 0, 0, 3] = expected[0, 0, 1, 2] = 2.0  # three zeros tie at 0
+    assert np.array_equal(g, expected)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 2, 6, 7), 2), ((1, 2, 7, 6), 3)])
+def test_max_pool_gradients(shape, k):
+    x = rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) * 0.1  # no ties
+    errors = check_gradients(lambda x: MaxPool(k)(x), {"x": x})
+    assert errors["x"] < GRAD_TOL

@@ -159,14 +159,14 @@ def test_each_weight_gradient_is_one_gemm(rule):
     assert len(gemms) == 2, gemms  # x w forward, x^T dY backward (once)
 
 
-def test_training_mode_keeps_intermediate_arrays_between_calls():
-    """Training steps compile with dlmie.config.training_mode: same backend and rewrites as the
+def test_keep_buffers_mode_keeps_intermediate_arrays_between_calls():
+    """Training steps compile with dlmie.config.keep_buffers_mode: same backend and rewrites as the
     default mode, but the VM keeps its intermediate arrays between calls (allow_gc=False)."""
-    from dlmie.config import training_mode
+    from dlmie.config import keep_buffers_mode
 
     x = pt.matrix("x")
     default = pytensor.function([x], pt.exp(x) * 2)
-    kept = pytensor.function([x], pt.exp(x) * 2, mode=training_mode())
+    kept = pytensor.function([x], pt.exp(x) * 2, mode=keep_buffers_mode())
     assert default.vm.allow_gc and not kept.vm.allow_gc
     assert type(kept.vm) is type(default.vm)
     value = np.ones((2, 3), pytensor.config.floatX)

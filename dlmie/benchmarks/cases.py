@@ -24,6 +24,7 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import layers as L
+from dlmie.config import keep_buffers_mode
 from dlmie.benchmarks import numpy_reference, torch_reference
 
 TORCH_MISSING = "skipped (pip install torch)"
@@ -263,7 +264,8 @@ def vgg16_features(batch: int):
         params[f"{name}.b"] = np.zeros(c_out, np.float32)
     images = pt.tensor4("images")
     _, activations = vgg16.forward(L.shared_params(params), images)
-    ours = pytensor.function([images], activations["conv5_3"])
+    # Compiled as Network.features compiles it (the feature extractor's mode, arrays kept between batches).
+    ours = pytensor.function([images], activations["conv5_3"], mode=keep_buffers_mode())
     x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
     torch_run = torch_reference.vgg16_features(params, vgg16.BLOCKS)
     if torch_run is None:

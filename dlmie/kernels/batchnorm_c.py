@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from dlmie.kernels.common import alloc_like, alloc_vector
+from dlmie.kernels.common import (PARALLEL_COMPILE_ARGS, PARALLEL_HEADERS, PARALLEL_SUPPORT_CODE, PARALLEL_VERSION,
+                                  alloc_like, alloc_vector)
 
-SUPPORT_CODE = r"""
+SUPPORT_CODE = PARALLEL_SUPPORT_CODE + r"""
 namespace dlmie_bn {
 
 // A 4-D view (N, C, H, W) with strides in elements; 2-D input is (N, C, 1, 1).
@@ -55,7 +56,8 @@ static void forward(const View<T> &x, const T *gamma, npy_intp sg, const T *beta
     const double M = (double)(N * H * W);
     const bool fast = plane_contiguous(x) && plane_contiguous(out);
     const npy_intp rows = fast ? 1 : H, len = fast ? H * W : W;
-    for (npy_intp c = 0; c < C; ++c) {
+    dlmie_parallel::parallel_for(C, 3 * N * C * H * W, [&](npy_intp c0, npy_intp c1) {
+    for (npy_intp c = c0; c < c1; ++c) {
         double s = 0;
         for (npy_intp n = 0; n < N; ++n)
             for (npy_intp r = 0; r < rows; ++r) {
@@ -96,6 +98,7 @@ static void forward(const View<T> &x, const T *gamma, npy_intp sg, const T *beta
                 }
             }
     }
+    });
 }
 
 // Per channel c, with xhat = (x - mean) / sqrt(var + eps):
@@ -109,7 +112,8 @@ static void backward(const View<T> &x, const View<T> &dy, const T *gamma, npy_in
     const double M = (double)(N * H * W);
     const bool fast = plane_contiguous(x) && plane_contiguous(dy) && plane_contiguous(dx);
     const npy_intp rows = fast ? 1 : H, len = fast ? H * W : W;
-    for (npy_intp c = 0; c < C; ++c) {
+    dlmie_parallel::parallel_for(C, 3 * N * C * H * W, [&](npy_intp c0, npy_intp c1) {
+    for (npy_intp c = c0; c < c1; ++c) {
         const T mu = mean[c * smean];
         const double invstd = 1.0 / sqrt((double)var[c * svar] + eps);
         double sdy = 0, sdyx = 0;
@@ -149,15 +153,16 @@ static void backward(const View<T> &x, const View<T> &dy, const T *gamma, npy_in
                 }
             }
     }
+    });
 }
 
 }  // namespace dlmie_bn
 """
 
 
-HEADERS = ("<math.h>",)
-COMPILE_ARGS = ("-fopenmp-simd",)
-CACHE_VERSION = (3,)  # bump whenever the C code changes
+HEADERS = ("<math.h>",) + PARALLEL_HEADERS
+COMPILE_ARGS = ("-fopenmp-simd",) + PARALLEL_COMPILE_ARGS
+CACHE_VERSION = (4, PARALLEL_VERSION)  # bump whenever the C code changes
 
 
 def check_channels(op_name, x, vectors, fail):

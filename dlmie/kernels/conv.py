@@ -38,6 +38,19 @@ def _static_output_size(size, window, stride, pad):
     return None if size is None else output_size(size, window, stride, pad)
 
 
+def im2col_array(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
+    """NumPy's Im2Col: (N, C, H, W) -> (C * kh * kw, N * H' * W'), laid out as `Im2Col` says."""
+    n, c, h, w = x.shape
+    oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, n * oh * ow)
+
+
 # The C kernels, shared by both Ops. Strides are in elements (the input may be any view, e.g. a
 # transposed one); the column matrix is always C-contiguous. Both walk the windows in one order
 # (for_each_window), so that each step writes (im2col) or reads (col2im) one contiguous run of the
@@ -59,7 +72,8 @@ static inline void valid_range(npy_intp out_size, npy_intp size, int stride, npy
     *lo = a; *hi = b;
 }
 
-// The traversal both kernels share: channel, then blocks of images whose planes fit in L1
+// The traversal both kernels share, channels split among threads (each writes only its channels'
+// rows of the column matrix, or planes of the image): channel, then blocks of images whose planes fit in L1
 // together, then window offset (i, j), then image. Going offset by offset inside a single plane
 // instead would touch kh * kw short runs whose addresses differ by a multiple of a large power of
 // two, which the caches handle badly. start_block(c, n0, n1) runs before a block's offsets;
@@ -71,7 +85,8 @@ static inline void for_each_window(npy_intp N, npy_intp C, npy_intp H, npy_intp 
     const npy_intp P = oh * ow, ncols = N * P;
     npy_intp block = (npy_intp)(16384 / ((H * W + 1) * sizeof(T)));
     if (block < 1) block = 1;
-    for (npy_intp c = 0; c < C; ++c) {
+    dlmie_parallel::parallel_for(C, N * C * H * W * kh * kw, [&](npy_intp c0, npy_intp c1) {
+    for (npy_intp c = c0; c < c1; ++c) {
         for (npy_intp n0 = 0; n0 < N; n0 += block) {
             const npy_intp n1 = n0 + block < N ? n0 + block : N;
             start_block(c, n0, n1);
@@ -87,6 +102,7 @@ static inline void for_each_window(npy_intp N, npy_intp C, npy_intp H, npy_intp 
             }
         }
     }
+    });
 }
 
 template <typename T>
@@ -154,7 +170,8 @@ class _WindowOp(KernelOp):
     SUPPORT_CODE = _SUPPORT_CODE
     HEADERS = ("<string.h>",)
     COMPILE_ARGS = ()
-    CACHE_VERSION = (7,)
+    CACHE_VERSION = (8,)
+    PARALLEL = True
 
     __props__ = ("kh", "kw", "stride", "pad")
     params_type = ParamsType(kh=int_t, kw=int_t, stride=int_t, pad=int_t)
@@ -202,17 +219,7 @@ class Im2Col(_WindowOp):
         return [(c * (self.kh * self.kw), n * oh * ow)]
 
     def perform(self, node, inputs, output_storage):
-        (x,) = inputs
-        n, c, h, w = x.shape
-        oh, ow = self._out_hw(h, w)
-        p, s = self.pad, self.stride
-        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-        cols = np.empty((c, self.kh, self.kw, n, oh, ow), dtype=x.dtype)
-        for i in range(self.kh):
-            for j in range(self.kw):
-                window = padded[:, :, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s]
-                cols[:, i, j] = window.transpose(1, 0, 2, 3)
-        output_storage[0][0] = cols.reshape(c * self.kh * self.kw, n * oh * ow)
+        output_storage[0][0] = im2col_array(inputs[0], self.kh, self.kw, self.stride, self.pad)
 
     def pullback(self, inputs, outputs, cotangents):
         (x,) = inputs

@@ -18,6 +18,7 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import compile_cache
+from dlmie.config import keep_buffers_mode
 from dlmie.images import Preprocessing
 
 
@@ -50,9 +51,9 @@ class Network:
     def layer_names(self) -> list[str]:
         return list(self.activations)
 
-    def _function(self, key, outputs):
+    def _function(self, key, outputs, mode=None):
         if key not in self._compiled:
-            self._compiled[key] = compile_cache.function([self.x], outputs)
+            self._compiled[key] = compile_cache.function([self.x], outputs, mode=mode)
         return self._compiled[key]
 
     def _require_scores(self):
@@ -101,7 +102,8 @@ class Network:
         out = self.layer_output(layer)
         if out.ndim == 4:
             out = out.flatten(3).dimshuffle(0, 2, 1)
-        fn = self._function(("features", layer), out)
+        # Called once per batch, on batches of one shape: its arrays are kept between calls.
+        fn = self._function(("features", layer), out, mode=keep_buffers_mode())
         batches = range(0, len(images), batch_size)
         if progress:
             batches = tqdm(batches, desc=f"{self.name} {layer}", unit="batch")

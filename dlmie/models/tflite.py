@@ -310,15 +310,8 @@ def graph_params(graph: Graph, names=None) -> dict:
 
 
 def _convolution(op: Op, w, b, h):
-    """A CONV_2D or DEPTHWISE_CONV_2D op on h (N, C, H, W) with static C, H, W."""
-    f, c, kh, kw = w.type.shape
-    if op.kind == "CONV_2D" and kh == kw == op.stride == 1:
-        # A 1x1 convolution is one GEMM over the channels, with no im2col copy; mobile networks
-        # are mostly 1x1 convolutions (35 of MobileNetV2's 36).
-        _, _, height, width = h.type.shape
-        out = pt.dot(w.reshape((f, c)), h.dimshuffle(1, 0, 2, 3).reshape((c, -1))).reshape((f, -1, height, width))
-        # The bias is added before the transpose so that it fuses with the activation that follows.
-        return (out + b.dimshuffle(0, "x", "x", "x")).dimshuffle(1, 0, 2, 3)
+    """A CONV_2D or DEPTHWISE_CONV_2D op on h (N, C, H, W) with static C, H, W. A 1x1 convolution
+    too goes through conv2d: ConvGemm then reads channel-first input in place (no im2col copy)."""
     if op.kind == "DEPTHWISE_CONV_2D":
         return L.depthwise_conv2d(h, w, b, op.stride, op.pads)
     if len(set(op.pads)) == 1:

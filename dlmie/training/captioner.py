@@ -24,7 +24,7 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import checkpoint, compile_cache, layers as L, optim
-from dlmie.config import training_mode
+from dlmie.config import keep_buffers_mode
 from dlmie.data import flickr8k
 from dlmie.data.captions import pair_features
 from dlmie.data.features import extract, read_features
@@ -126,7 +126,7 @@ class CaptionerTrainer:
         self.optimizer = {v.name: v for v in optim.optimizer_state(updates + loss_updates,
                                                                     [self.params[n] for n in names] + [self.rng])}
         self.train_step = compile_cache.function(inputs, [loss, norm], updates=updates + loss_updates,
-                                                 mode=training_mode())
+                                                 mode=keep_buffers_mode())
         val_loss, _ = self.module.loss(spec, self.params, features, captions, train=False)
         self.val_loss = compile_cache.function([features, captions], val_loss)
 

@@ -20,7 +20,7 @@ import dlmie  # noqa: F401  (configures PyTensor before it is imported)
 import pytensor
 import pytensor.tensor as pt
 from dlmie import checkpoint, compile_cache, layers as L, optim
-from dlmie.config import training_mode
+from dlmie.config import keep_buffers_mode
 from dlmie.data.tiny_imagenet import load_split
 from dlmie.images import Preprocessing
 from dlmie.models import convnet
@@ -92,7 +92,7 @@ class ClassifierTrainer:
         self.velocities = {v.name: v for v in optim.optimizer_state(updates, trainable)}
         correct = pt.sum(pt.eq(pt.argmax(scores, axis=1), y))
         self.train_step = compile_cache.function([x, y], [data_loss, correct], updates=updates + bn_updates,
-                                                 mode=training_mode())
+                                                 mode=keep_buffers_mode())
         eval_scores, _, _ = convnet.forward(self.spec, self.params, x, train=False)
         self.scores = compile_cache.function([x], eval_scores)
 
