@@ -161,3 +161,18 @@ def test_filters_that_do_not_fit_the_windows_are_refused():
     f = pytensor.function([w, x], ConvGemm(3, 3)(w, x), mode=Mode(linker="cvm", optimizer=None))
     with pytest.raises(ValueError, match="filters have 10 columns, the windows 18"):
         f(np.zeros((4, 10)), np.zeros((1, 2, 5, 5)))
+
+
+def test_a_conv2d_written_another_way_still_gets_the_blocked_gemm():
+    """A student's conv2d may add the bias by broadcasting instead of the rank-1 product: the GEMM
+    is still blocked, the bias and ReLU stay separate loops, and the values are the same."""
+    rng = np.random.default_rng(6)
+    xv = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    wv, bv = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    x = pt.tensor4("x", dtype="float32")
+    w, b = shared(wv), shared(bv)
+    product = pt.dot(w.reshape((4, -1)), Im2Col(3, 3, 1, 1)(x)) + b[:, None]
+    out = L.relu(product.reshape((4, x.shape[0], 7, 7)).dimshuffle(1, 0, 2, 3))
+    compiled = pytensor.function([x], out)
+    assert conv_ops(compiled) == [ConvGemm(3, 3, 1, 1)]
+    assert scaled_error(compiled(xv), direct_conv(xv, wv, bv, 1, 1, True)) < 1e-5
