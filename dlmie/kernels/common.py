@@ -121,3 +121,19 @@ def alloc_c_contiguous(out, dims, like, fail):
         }}
     }}
     """
+
+
+def element_strides(x, op_name, fail):
+    """C: `st[4]`, the strides of the 4-D array `x` in elements, which the kernels' loops index with
+    (`x` may be any view); a ValueError naming `op_name` when a stride is not a whole element."""
+    return f"""
+    npy_intp st[4];
+    for (int d = 0; d < 4; ++d) {{
+        const npy_intp bytes = PyArray_STRIDES({x})[d], size = PyArray_ITEMSIZE({x});
+        if (bytes % size) {{
+            PyErr_SetString(PyExc_ValueError, "{op_name}: input strides are not whole elements");
+            {fail}
+        }}
+        st[d] = bytes / size;
+    }}
+    """

@@ -27,7 +27,7 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int32 as int_t
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous, element_strides
 
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """Number of window positions along one axis: (size + 2 * pad - window) // stride + 1."""
@@ -170,7 +170,7 @@ class _WindowOp(KernelOp):
     SUPPORT_CODE = _SUPPORT_CODE
     HEADERS = ("<string.h>",)
     COMPILE_ARGS = ()
-    CACHE_VERSION = (8,)
+    CACHE_VERSION = (9,)
     PARALLEL = True
 
     __props__ = ("kh", "kw", "stride", "pad")
@@ -244,15 +244,10 @@ class Im2Col(_WindowOp):
                 {fail}
             }}
             {alloc_c_contiguous(cols, ["C * kh * kw", "N * oh * ow"], x, fail)}
-            const npy_intp *st = PyArray_STRIDES({x});
-            const npy_intp e = sizeof(dtype_{x});
-            if (st[0] % e || st[1] % e || st[2] % e || st[3] % e) {{
-                PyErr_SetString(PyExc_ValueError, "Im2Col: input strides are not whole elements");
-                {fail}
-            }}
+            {element_strides(x, "Im2Col", fail)}
             dlmie_im2col::im2col<dtype_{x}>(
                 (const dtype_{x}*)PyArray_DATA({x}), N, C, H, W,
-                st[0] / e, st[1] / e, st[2] / e, st[3] / e,
+                st[0], st[1], st[2], st[3],
                 kh, kw, stride, pad, oh, ow, (dtype_{x}*)PyArray_DATA({cols}));
         }}
         """

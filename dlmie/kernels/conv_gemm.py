@@ -45,7 +45,7 @@ from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.shape import Reshape
 from pytensor.tensor.subtensor import Subtensor
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous, element_strides
 from dlmie.kernels.conv import Im2Col, im2col_array, output_size
 
 # The width of a column block: at least MIN_BLOCK_COLUMNS, since every GEMM call packs the whole
@@ -193,7 +193,7 @@ class ConvGemm(KernelOp):
     SUPPORT_CODE = _SUPPORT_CODE
     HEADERS = ("<string.h>", "<stdlib.h>", "<limits.h>")
     PARALLEL = True
-    CACHE_VERSION = (4,)  # bump when the C code changes
+    CACHE_VERSION = (5,)  # bump when the C code changes
 
     __props__ = ("kh", "kw", "stride", "pad", "bias", "activation")
     # The activation reaches the C code as run-time parameters, like the window: one compiled module
@@ -291,12 +291,8 @@ class ConvGemm(KernelOp):
                 {fail}
             }}
             {alloc_c_contiguous(out, ["F", "ncols"], w, fail)}
-            const npy_intp *st = PyArray_STRIDES({x});
+            {element_strides(x, "ConvGemm", fail)}
             const npy_intp e = sizeof({t});
-            if (st[0] % e || st[1] % e || st[2] % e || st[3] % e) {{
-                PyErr_SetString(PyExc_ValueError, "ConvGemm: input strides are not whole elements");
-                {fail}
-            }}
             if (ncols > 0 && F > 0) {{
                 npy_intp block = {BLOCK_BYTES} / (K * e);
                 block = block < {MIN_BLOCK_COLUMNS} ? {MIN_BLOCK_COLUMNS} : block - block % 16;
@@ -314,7 +310,7 @@ class ConvGemm(KernelOp):
                 }}
                 if (K == 0) memset(PyArray_DATA({out}), 0, (size_t)F * ncols * e);
                 dlmie_conv_gemm::conv_gemm<{t}>((const {t}*)PyArray_DATA(w_c), {bias_ptr}, {params}->clamp != 0, ({t}){params}->cap,
-                    (const {t}*)PyArray_DATA({x}), N, C, H, W, st[0] / e, st[1] / e, st[2] / e, st[3] / e,
+                    (const {t}*)PyArray_DATA({x}), N, C, H, W, st[0], st[1], st[2], st[3],
                     kh, kw, stride, pad, oh, ow, F, ({t}*)PyArray_DATA({out}), buffer, runs, block);
                 free(buffer); free(runs);
                 Py_DECREF(w_c); {"Py_DECREF(b_c);" if b else ""}

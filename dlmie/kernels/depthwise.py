@@ -24,7 +24,7 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int32 as int_t
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous, element_strides
 
 _SUPPORT_CODE = r"""
 namespace dlmie_depthwise {
@@ -87,7 +87,7 @@ class DepthwiseConv2d(KernelOp):
     """
 
     SUPPORT_CODE = _SUPPORT_CODE
-    CACHE_VERSION = (2,)  # bump when the C code changes
+    CACHE_VERSION = (3,)  # bump when the C code changes
     PARALLEL = True
 
     __props__ = ("kh", "kw", "stride", "top", "bottom", "left", "right")
@@ -158,16 +158,11 @@ class DepthwiseConv2d(KernelOp):
                 {fail}
             }}
             {alloc_c_contiguous(out, ["N", "C", "oh", "ow"], x, fail)}
-            const npy_intp *st = PyArray_STRIDES({x});
-            const npy_intp e = sizeof({t});
-            if (st[0] % e || st[1] % e || st[2] % e || st[3] % e) {{
-                PyErr_SetString(PyExc_ValueError, "DepthwiseConv2d: input strides are not whole elements");
-                {fail}
-            }}
+            {element_strides(x, "DepthwiseConv2d", fail)}
             PyArrayObject *w_c = PyArray_GETCONTIGUOUS({w});
             PyArrayObject *b_c = w_c ? PyArray_GETCONTIGUOUS({b}) : NULL;
             if (!b_c) {{ Py_XDECREF(w_c); {fail} }}
-            dlmie_depthwise::depthwise<{t}>((const {t}*)PyArray_DATA({x}), N, C, H, W, st[0] / e, st[1] / e, st[2] / e, st[3] / e,
+            dlmie_depthwise::depthwise<{t}>((const {t}*)PyArray_DATA({x}), N, C, H, W, st[0], st[1], st[2], st[3],
                 (const {t}*)PyArray_DATA(w_c), (const {t}*)PyArray_DATA(b_c), kh, kw, stride, top, left, oh, ow,
                 ({t}*)PyArray_DATA({out}));
             Py_DECREF(w_c); Py_DECREF(b_c);

@@ -18,7 +18,7 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int32 as int_t
 
-from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous
+from dlmie.kernels.common import FLOAT_DTYPES, KernelOp, alloc_c_contiguous, element_strides
 
 _SUPPORT_CODE = r"""
 namespace dlmie_pool {
@@ -74,7 +74,7 @@ class MaxPool(KernelOp):
     """
 
     SUPPORT_CODE = _SUPPORT_CODE
-    CACHE_VERSION = (1,)  # bump when the C code changes
+    CACHE_VERSION = (2,)  # bump when the C code changes
     PARALLEL = True
 
     __props__ = ("k",)
@@ -123,13 +123,8 @@ class MaxPool(KernelOp):
             const npy_intp *xd = PyArray_DIMS({x});
             const npy_intp N = xd[0], C = xd[1], oh = xd[2] / k, ow = xd[3] / k;
             {alloc_c_contiguous(out, ["N", "C", "oh", "ow"], x, fail)}
-            const npy_intp *st = PyArray_STRIDES({x});
-            const npy_intp e = sizeof({t});
-            if (st[0] % e || st[1] % e || st[2] % e || st[3] % e) {{
-                PyErr_SetString(PyExc_ValueError, "MaxPool: input strides are not whole elements");
-                {fail}
-            }}
-            dlmie_pool::max_pool<{t}>((const {t}*)PyArray_DATA({x}), N, C, st[0] / e, st[1] / e, st[2] / e, st[3] / e,
+            {element_strides(x, "MaxPool", fail)}
+            dlmie_pool::max_pool<{t}>((const {t}*)PyArray_DATA({x}), N, C, st[0], st[1], st[2], st[3],
                                      k, oh, ow, ({t}*)PyArray_DATA({out}));
         }}
         """
