@@ -268,13 +268,13 @@ def _pool(x, size, stride, pad, mode):
     if mode not in ("max", "avg"):
         raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
     stride = size if stride is None else stride
+    padded = pad2d(x, pad, float("-inf") if mode == "max" else 0.0)
+    if stride == size and mode == "max":
+        return MaxPool(size)(padded)
     n, c, h, w = x.shape
     out_h = conv_output_size(h, size, stride, pad)
     out_w = conv_output_size(w, size, stride, pad)
-    padded = pad2d(x, pad, float("-inf") if mode == "max" else 0.0)
     reduce = pt.max if mode == "max" else pt.mean
-    if stride == size and mode == "max":
-        return MaxPool(size)(padded)
     if stride == size:
         # Non-overlapping windows: crop to whole windows and reshape, no copies of the input.
         cropped = padded[:, :, : out_h * size, : out_w * size]
